@@ -1,0 +1,224 @@
+"""Every bad file and bad input gets its own clear error."""
+import dataclasses
+import pickle
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from helpers import write_released
+from vap_core import (CheckpointMismatchError, CorruptCheckpointError, IncompatibleExpertError, InputError,
+                      MissingShardError, NotACheckpointError, VAPTransformer, load_expert_file)
+from vap_core.export import export_expert
+from vap_core.expert import VAPExpert
+
+
+@pytest.fixture(scope="module")
+def model(released_small):
+    return VAPTransformer.from_checkpoint(released_small)
+
+
+def plain_wan(case):
+    """The case's backbone alone, as a released-layout (diffusers) Wan 2.1 I2V checkpoint."""
+    tensors = {k: v for k, v in case.group("official").items() if "_mot_ref" not in k}
+    config = {k: v for k, v in case.config.items() if k != "block_idx_with_mot_ref"}
+    return tensors, config
+
+
+# --- files that are not a VAP checkpoint -------------------------------------------------------
+
+def test_plain_wan_checkpoint_is_refused(case_small, tmp_path):
+    folder = write_released(tmp_path, *plain_wan(case_small))
+    with pytest.raises(NotACheckpointError, match="plain Wan"):
+        VAPTransformer.from_checkpoint(folder)
+    with pytest.raises(NotACheckpointError, match="no Video-As-Prompt expert"):
+        export_expert(folder, tmp_path / "e.safetensors")
+
+
+def test_text_to_video_config_is_refused(case_small, tmp_path):
+    config = dict(case_small.config, image_dim=None)
+    with pytest.raises(NotACheckpointError, match="text-to-video"):
+        VAPTransformer.from_checkpoint(write_released(tmp_path, case_small.group("official"), config))
+
+
+def test_file_without_config_is_refused(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_file({"a": torch.zeros(2)}, str(path))
+    with pytest.raises(NotACheckpointError, match="config.json"):
+        VAPTransformer.from_checkpoint(path)
+
+
+def test_folder_without_weights_is_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(NotACheckpointError, match="not a released VAP checkpoint"):
+        VAPTransformer.from_checkpoint(tmp_path)
+
+
+class _Bomb:
+    def __reduce__(self):
+        return (open, (str(BOMB_MARKER), "w"))
+
+
+BOMB_MARKER = None
+
+
+def test_pickle_is_never_loaded(tmp_path):
+    global BOMB_MARKER
+    BOMB_MARKER = tmp_path / "unpickled"
+    bad = tmp_path / "transformer" / "diffusion_pytorch_model.bin"
+    bad.parent.mkdir()
+    bad.write_bytes(pickle.dumps(_Bomb()))
+    for path in (bad, tmp_path):
+        with pytest.raises(NotACheckpointError, match="pickle"):
+            VAPTransformer.from_checkpoint(path)
+    with pytest.raises(NotACheckpointError, match="pickle"):
+        load_expert_file(bad)
+    assert not BOMB_MARKER.exists()
+
+
+def test_unknown_tensor_in_checkpoint(case_small, tmp_path):
+    tensors = dict(case_small.group("official"), **{"blocks.0.attn1.extra.weight": torch.zeros(2)})
+    with pytest.raises(CheckpointMismatchError, match="blocks.0.attn1.extra.weight"):
+        VAPTransformer.from_checkpoint(write_released(tmp_path, tensors, case_small.config))
+
+
+def test_missing_tensor_in_checkpoint(case_small, tmp_path):
+    tensors = {k: v for k, v in case_small.group("official").items() if k != "blocks.2.ffn_mot_ref.net.2.bias"}
+    with pytest.raises(CheckpointMismatchError, match=r"1 missing .*blocks\.2\.ffn\.2\.bias"):
+        VAPTransformer.from_checkpoint(write_released(tmp_path, tensors, case_small.config))
+    with pytest.raises(CheckpointMismatchError, match="missing"):
+        export_expert(tmp_path, tmp_path / "e.safetensors")
+
+
+def test_wrongly_shaped_tensor(case_small, tmp_path):
+    tensors = dict(case_small.group("official"))
+    tensors["blocks.0.attn1_mot_ref.to_q.weight"] = torch.zeros(128, 64, dtype=torch.bfloat16)
+    with pytest.raises(CheckpointMismatchError, match=r"blocks\.0\.self_attn\.q\.weight has shape \(128, 64\)"):
+        VAPTransformer.from_checkpoint(write_released(tmp_path, tensors, case_small.config))
+
+
+def test_expert_file_check(case_small, tmp_path):
+    wan = tmp_path / "wan.safetensors"
+    save_file(case_small.group("comfy_backbone"), str(wan))
+    with pytest.raises(NotACheckpointError, match="not a VAP expert file"):
+        load_expert_file(wan)
+    other = tmp_path / "other.safetensors"
+    save_file({"a": torch.zeros(2)}, str(other))
+    with pytest.raises(NotACheckpointError, match="not a Wan 2.1 image-to-video"):
+        VAPTransformer.from_files(other)
+
+
+# --- missing, truncated and damaged files ------------------------------------------------------
+
+def test_missing_shard(case_small, tmp_path):
+    folder = write_released(tmp_path, case_small.group("official"), case_small.config, shards=3)
+    (folder / "transformer" / "diffusion_pytorch_model-00002-of-00003.safetensors").unlink()
+    with pytest.raises(MissingShardError, match="00002-of-00003"):
+        VAPTransformer.from_checkpoint(folder)
+    with pytest.raises(MissingShardError):
+        export_expert(folder, tmp_path / "e.safetensors")
+
+
+def test_missing_path(tmp_path):
+    with pytest.raises(MissingShardError, match="does not exist"):
+        VAPTransformer.from_checkpoint(tmp_path / "nowhere")
+    with pytest.raises(MissingShardError, match="does not exist"):
+        load_expert_file(tmp_path / "nowhere.safetensors")
+
+
+def test_truncated_and_damaged_files(case_small, released_small, tmp_path):
+    folder = write_released(tmp_path / "t", case_small.group("official"), case_small.config)
+    weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptCheckpointError, match="truncated"):
+        VAPTransformer.from_checkpoint(folder)
+    weights.write_bytes(b"\x00" * 64 + data[64:])
+    with pytest.raises(CorruptCheckpointError):
+        VAPTransformer.from_checkpoint(folder)
+    expert = tmp_path / "e.safetensors"
+    export_expert(released_small, expert)
+    expert.write_bytes(expert.read_bytes()[:-100])
+    with pytest.raises(CorruptCheckpointError):
+        load_expert_file(expert)
+
+
+def test_damaged_config(case_small, tmp_path):
+    folder = write_released(tmp_path, case_small.group("official"), case_small.config)
+    (folder / "transformer" / "config.json").write_text("{not json")
+    with pytest.raises(CorruptCheckpointError, match="not valid JSON"):
+        VAPTransformer.from_checkpoint(folder)
+
+
+# --- experts that do not fit the backbone -------------------------------------------------------
+
+def test_expert_of_other_width_or_heads(case_small, case_comfy, released_small, tmp_path):
+    expert = tmp_path / "small_expert.safetensors"
+    export_expert(released_small, expert)
+    wan = tmp_path / "comfy_wan.safetensors"
+    save_file(case_comfy.group("comfy_backbone"), str(wan))  # 4 layers, 1 head, text width 4096
+    with pytest.raises(IncompatibleExpertError, match="text width 32 vs the backbone's 4096"):
+        VAPTransformer.from_files(wan, expert)
+
+
+def test_expert_layers_beyond_backbone(case_small, tmp_path):
+    config = dict(case_small.config, block_idx_with_mot_ref=[0, 2, 9])
+    tensors = {k.replace("blocks.5.", "blocks.9.") if "_mot_ref" in k else k: v
+               for k, v in case_small.group("official").items()}
+    with pytest.raises(IncompatibleExpertError, match=r"expert layers \[9\] beyond the backbone's 6 layers"):
+        VAPTransformer.from_checkpoint(write_released(tmp_path, tensors, config))
+
+
+def test_check_fits_reports_each_mismatch(model):
+    cfg = model.cfg
+    expert = VAPExpert(cfg, [0, 2, 5], device="meta")
+    expert.check_fits(cfg)
+    for change, words in (({"dim": 256}, "width"), ({"num_heads": 1}, "heads"),
+                          ({"num_layers": 4}, "beyond"), ({"image_dim": 1280}, "CLIP width")):
+        with pytest.raises(IncompatibleExpertError, match=words):
+            expert.check_fits(dataclasses.replace(cfg, **change))
+
+
+# --- bad model inputs ---------------------------------------------------------------------------
+
+def test_bad_inputs(model, case_small):
+    good = case_small.inputs()
+
+    def call(**changes):
+        with torch.no_grad():
+            return model(**dict(good, **changes))
+
+    x, ctx, clip = good["x"], good["context"], good["clip_fea"]
+    cases = [
+        (dict(x=x[:, :16]), "expected \\(batch, 36"),
+        (dict(x=x[0]), "expected \\(batch, 36"),
+        (dict(x=x[..., :5]), "multiples of the patch size"),
+        (dict(context=ctx[..., :16]), "context has shape"),
+        (dict(context=ctx[:1]), "context has shape"),
+        (dict(context=torch.zeros(2, 513, 32)), "at most 512"),
+        (dict(clip_fea=clip[..., :8]), "clip_fea has shape"),
+        (dict(ref_x=good["ref_x"][:, :, :, :4]), "resize the reference"),
+        (dict(ref_x=good["ref_x"][:, :20]), "ref_x has shape"),
+        (dict(ref_x=torch.cat([good["ref_x"]] * 2)[:3]), "batch 3; expected 1 or 2"),
+        (dict(ref_context=None), "needs ref_context"),
+        (dict(ref_context=good["ref_context"][..., :4]), "ref_context has shape"),
+    ]
+    for changes, message in cases:
+        with pytest.raises(InputError, match=message):
+            call(**changes)
+
+
+def test_reference_batch_one_is_broadcast(model, case_small):
+    good = case_small.inputs()
+    with torch.no_grad():
+        full = model(**good)
+        single = model(**dict(good, ref_x=good["ref_x"][:1], ref_clip_fea=good["ref_clip_fea"][:1]))
+    assert torch.allclose(full, single, atol=1e-6)
+
+
+def test_reference_without_expert(case_small, tmp_path):
+    wan = tmp_path / "wan.safetensors"
+    save_file(case_small.group("comfy_backbone"), str(wan))
+    plain = VAPTransformer.from_files(wan)  # dim 128 -> one head by ComfyUI's rule; fine for plain use
+    with pytest.raises(InputError, match="no expert"):
+        plain(**case_small.inputs())

@@ -1,0 +1,129 @@
+"""python -m vap_core.export: expert-only files, their round trip, and the memory bound."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from helpers import Case, write_random_released, write_released
+from vap_core import VAPTransformer, load_expert_file
+from vap_core.export import export_expert
+from vap_core.fingerprint import fingerprint_matches
+from vap_core.keys import convert_released_name, is_expert_name
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def expert_tensors_of(case):
+    """The case's expert tensors, renamed to the Wan layout the export writes."""
+    return {convert_released_name(k)[1]: v for k, v in case.group("official").items() if is_expert_name(k)}
+
+
+def read_all(path):
+    with safe_open(str(path), "pt") as f:
+        return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+
+
+def test_bf16_round_trip_is_exact(case_reflen, tmp_path):
+    released = write_released(tmp_path / "r", case_reflen.group("official"), case_reflen.config, shards=2)
+    out = tmp_path / "expert.safetensors"
+    export_expert(released, out, "bf16")
+    meta, tensors = read_all(out)
+    want = expert_tensors_of(case_reflen)
+    assert set(tensors) == set(want)  # the unused reference head is not carried over
+    assert all(torch.equal(tensors[k], want[k]) and tensors[k].dtype == torch.bfloat16 for k in want)
+    assert json.loads(meta["layers"]) == case_reflen.config["block_idx_with_mot_ref"]
+    cfg = json.loads(meta["config"])
+    assert (cfg["dim"], cfg["num_heads"], cfg["num_layers"]) == (128, 2, 6)
+    assert meta["source"] == "r" and meta["dtype"] == "bf16"
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_fp8_stores_matrices_as_float8(case_comfy, tmp_path):
+    released = write_released(tmp_path / "r", case_comfy.group("official"), case_comfy.config)
+    out = tmp_path / "expert_fp8.safetensors"
+    export_expert(released, out, "fp8_e4m3fn")
+    _, tensors = read_all(out)
+    want = expert_tensors_of(case_comfy)
+    for name, t in tensors.items():
+        if name.endswith(".weight") and t.ndim == 2:
+            assert t.dtype == torch.float8_e4m3fn, name
+            assert torch.equal(t, want[name].float().to(torch.float8_e4m3fn))
+        else:
+            assert t.dtype == torch.bfloat16 and torch.equal(t, want[name]), name
+    # an fp8 expert still gives the VAP output, within fp8's precision
+    wan = tmp_path / "wan.safetensors"
+    save_file(case_comfy.group("comfy_backbone"), str(wan))
+    with torch.no_grad():
+        out_fp8 = VAPTransformer.from_files(wan, out)(**case_comfy.inputs())
+    ref, plain = case_comfy.tensors["out.vap"], case_comfy.tensors["out.backbone"]
+    assert (out_fp8 - ref).abs().max() < 0.5 * (ref - plain).abs().max()
+
+
+def test_fingerprint_recognises_its_backbone(case_small, case_comfy, released_small, tmp_path):
+    out = tmp_path / "e.safetensors"
+    export_expert(released_small, out)
+    _, meta = load_expert_file(out)
+    own = case_small.group("comfy_backbone")
+    other = case_comfy.group("comfy_backbone")
+    fp = meta["backbone_fingerprint"]
+    assert fingerprint_matches(fp, own.__getitem__, 6, 128)
+    # the same backbone stored in fp8 still matches: its modulation tables keep their precision
+    assert fingerprint_matches(fp, lambda n: own[n].float(), 6, 128)
+    assert not fingerprint_matches(fp, other.__getitem__, 6, 128)
+    assert not fingerprint_matches(fp, own.__getitem__, 4, 128)
+
+
+def test_cli_writes_file_and_shows_progress(released_small, tmp_path):
+    out = tmp_path / "cli.safetensors"
+    proc = subprocess.run([sys.executable, "-m", "vap_core.export", str(released_small), str(out), "--dtype", "fp16"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "100%" in proc.stderr and "exporting expert" in proc.stderr
+    _, tensors = read_all(out)
+    assert {t.dtype for t in tensors.values()} == {torch.float16}
+
+
+def test_cli_reports_bad_source_clearly(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "vap_core.export", str(tmp_path / "nope"), str(tmp_path / "o.safetensors")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# VmHWM is the peak RSS of this process's own memory; ru_maxrss would include the parent's peak
+# inherited across fork, which under pytest exceeds everything measured here.
+PEAK_SCRIPT = """
+{body}
+print("PEAK_KB", [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")][0])
+"""
+
+
+def peak_rss_kb(body: str) -> int:
+    proc = subprocess.run([sys.executable, "-c", PEAK_SCRIPT.format(body=body)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return int(proc.stdout.split("PEAK_KB")[1].split()[0])
+
+
+def test_export_memory_stays_below_twice_the_expert(tmp_path):
+    """On a checkpoint whose backbone is several times the expert, the export's peak RSS stays
+    below the bare interpreter's plus twice the expert's bf16 size."""
+    config = {"num_attention_heads": 8, "attention_head_dim": 128, "in_channels": 36, "out_channels": 16,
+              "text_dim": 256, "image_dim": 256, "freq_dim": 256, "ffn_dim": 4096, "num_layers": 16,
+              "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "patch_size": [1, 2, 2],
+              "added_kv_proj_dim": 1024, "block_idx_with_mot_ref": [0, 8]}
+    sizes = write_random_released(tmp_path / "big", config, shards=3)
+    assert sizes["backbone_bytes"] > 5 * sizes["expert_bytes"]
+    out = tmp_path / "expert.safetensors"
+    bare = peak_rss_kb("import vap_core.export")
+    peak = peak_rss_kb(f"from vap_core.export import main; main([{str(tmp_path / 'big')!r}, {str(out)!r}, '--dtype', 'fp32'])")
+    extra = (peak - bare) * 1024
+    print(f"\nexport peak RSS: bare {bare / 1024:.0f} MiB, export {peak / 1024:.0f} MiB, extra {extra / 2**20:.0f} MiB; "
+          f"expert {sizes['expert_bytes'] / 2**20:.0f} MiB bf16, backbone {sizes['backbone_bytes'] / 2**20:.0f} MiB")
+    assert extra < 2 * sizes["expert_bytes"]
+    assert out.stat().st_size > 2 * sizes["expert_bytes"]  # fp32: the whole expert was written

@@ -1,0 +1,180 @@
+"""Reading checkpoints: safetensors only, lazily through `safe_open`, strict about every tensor."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import nn
+
+from .errors import (CheckpointMismatchError, CorruptCheckpointError, MissingShardError,
+                     NotACheckpointError)
+
+PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
+
+DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32,
+          "F8_E4M3": torch.float8_e4m3fn, "F64": torch.float64}
+DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+
+
+def refuse_pickle(path: Path):
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise NotACheckpointError(
+            f"{path} is a pickle-format file; this pack never loads pickles (they can run code). "
+            "Use the .safetensors release of the model.")
+
+
+def open_safetensors(path) -> "safe_open":
+    path = Path(path)
+    if not path.is_file():
+        raise MissingShardError(f"{path} does not exist. Check the path, or download the file again.")
+    refuse_pickle(path)
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as err:  # safetensors raises its own error type for every format problem
+        raise CorruptCheckpointError(
+            f"{path} cannot be read as safetensors ({err}). It is truncated, damaged or not a "
+            "safetensors file: download or export it again.") from None
+
+
+class TensorSource:
+    """Named tensors spread over one or more safetensors files, read one at a time."""
+
+    def __init__(self, files):
+        self.files = [Path(f) for f in files]
+        self._where = {}
+        for f in self.files:
+            handle = open_safetensors(f)
+            for name in handle.keys():
+                self._where[name] = handle
+        self.metadata = open_safetensors(self.files[0]).metadata() or {}
+
+    def names(self) -> list[str]:
+        return list(self._where)
+
+    def __contains__(self, name) -> bool:
+        return name in self._where
+
+    def shape(self, name) -> tuple:
+        return tuple(self._where[name].get_slice(name).get_shape())
+
+    def dtype(self, name) -> torch.dtype:
+        return DTYPES[self._where[name].get_slice(name).get_dtype()]
+
+    def nbytes(self, name) -> int:
+        return torch.Size(self.shape(name)).numel() * self.dtype(name).itemsize
+
+    def get(self, name) -> torch.Tensor:
+        try:
+            return self._where[name].get_tensor(name)
+        except Exception as err:
+            raise CorruptCheckpointError(
+                f"tensor {name} cannot be read ({err}): the file is damaged; download or export it again.") from None
+
+
+def locate_released(path) -> tuple[dict, TensorSource]:
+    """The config and tensors of a released VAP checkpoint (diffusers layout).
+
+    `path` may be the weights file (single file or index json), the `transformer/` folder, or the
+    folder above it.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingShardError(f"{path} does not exist. Point to the released checkpoint folder "
+                                "(the one that holds transformer/), or to a file inside transformer/.")
+    if path.is_dir():
+        folder = path / "transformer" if (path / "transformer").is_dir() else path
+        indexes = sorted(folder.glob("*.safetensors.index.json"))
+        singles = sorted(folder.glob("*.safetensors"))
+        if indexes:
+            weights = indexes[0]
+        elif len(singles) == 1:
+            weights = singles[0]
+        else:
+            _refuse_pickle_folder(folder)
+            raise NotACheckpointError(
+                f"{path} is not a released VAP checkpoint: expected transformer/config.json beside one "
+                "safetensors file or an index json with its shards.")
+    else:
+        refuse_pickle(path)
+        weights, folder = path, path.parent
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise NotACheckpointError(
+            f"no config.json beside {weights}: a released VAP checkpoint keeps it in transformer/ next "
+            "to the weights. Download it too, or use an expert file exported by `python -m vap_core.export`.")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptCheckpointError(f"{config_path} is not valid JSON ({err}): download it again.") from None
+    if weights.name.endswith(".index.json"):
+        return config, TensorSource(_shards(weights))
+    if weights.suffix != ".safetensors":
+        raise NotACheckpointError(f"{weights} is neither a .safetensors file nor an index json.")
+    return config, TensorSource([weights])
+
+
+def _refuse_pickle_folder(folder: Path):
+    pickles = [p for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
+    if pickles:
+        refuse_pickle(pickles[0])
+
+
+def _shards(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise CorruptCheckpointError(f"{index} is not a safetensors index (no weight_map: {err}).") from None
+    shards = sorted(set(weight_map.values()))
+    missing = [s for s in shards if not (index.parent / s).is_file()]
+    if missing:
+        raise MissingShardError(
+            f"{len(missing)} of the {len(shards)} shards that {index.name} lists are missing from "
+            f"{index.parent}: {', '.join(missing)}. Download them (every file of transformer/).")
+    return [index.parent / s for s in shards]
+
+
+def check_tensors(expected: dict, provided: dict, where: str):
+    """Raise CheckpointMismatchError unless `provided` (name -> shape) has exactly the `expected` tensors."""
+    missing = sorted(set(expected) - set(provided))
+    unexpected = sorted(set(provided) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing (e.g. {', '.join(missing[:5])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected (e.g. {', '.join(unexpected[:5])})")
+        raise CheckpointMismatchError(
+            f"{where} does not match the model: tensors {'; '.join(parts)}. "
+            "The file is from another model or is incomplete.")
+    for name, shape in provided.items():
+        if tuple(shape) != tuple(expected[name]):
+            raise CheckpointMismatchError(
+                f"{where}: tensor {name} has shape {tuple(shape)}, the model expects {tuple(expected[name])}.")
+
+
+def module_shapes(module: nn.Module) -> dict:
+    return {name: tuple(p.shape) for name, p in module.state_dict().items()}
+
+
+def load_strict(module: nn.Module, tensors: TensorSource, names: dict, where: str, dtype: torch.dtype):
+    """Fill a module built on the meta device from `tensors`; names maps its parameter names to the
+    file's. Every parameter must be provided and every provided tensor used, with its exact shape.
+    LayerNorm weights and modulation tables stay float32, as the paper's implementation keeps them.
+    """
+    check_tensors(module_shapes(module), {n: tensors.shape(src) for n, src in names.items()}, where)
+    keep_fp32 = _float32_names(module)
+    state = {n: tensors.get(src).to(torch.float32 if n in keep_fp32 else dtype) for n, src in names.items()}
+    module.load_state_dict(state, strict=True, assign=True)
+    return module
+
+
+def _float32_names(module: nn.Module) -> set[str]:
+    names = set()
+    for mod_name, mod in module.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        for p_name, _ in mod.named_parameters(recurse=False):
+            if isinstance(mod, nn.LayerNorm) or p_name == "modulation":
+                names.add(prefix + p_name)
+    return names

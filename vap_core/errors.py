@@ -1,0 +1,29 @@
+"""Errors raised for bad files and bad inputs. Every message says what is wrong and what to do."""
+
+
+class VAPError(Exception):
+    """Base of every error raised by vap_core."""
+
+
+class NotACheckpointError(VAPError, ValueError):
+    """The file or folder is not what was asked for (not a VAP checkpoint, not an expert file, a pickle...)."""
+
+
+class MissingShardError(VAPError, FileNotFoundError):
+    """A file that a checkpoint's index names, or the checkpoint itself, is not on disk."""
+
+
+class CorruptCheckpointError(VAPError, ValueError):
+    """A safetensors file that cannot be read: truncated, damaged, or not safetensors at all."""
+
+
+class CheckpointMismatchError(VAPError, ValueError):
+    """A checkpoint whose tensors do not match the model: missing, unexpected or wrongly shaped tensors."""
+
+
+class IncompatibleExpertError(VAPError, ValueError):
+    """An expert whose width, heads or layer indices do not fit the backbone it is paired with."""
+
+
+class InputError(VAPError, ValueError):
+    """Model inputs with wrong shapes, channel counts or batch sizes."""

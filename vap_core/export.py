@@ -1,0 +1,120 @@
+"""Pull the VAP expert out of a released checkpoint into the pack's expert-only safetensors file.
+
+    python -m vap_core.export SRC DST --dtype bf16
+
+Only expert tensors are read, one at a time; the ~33 GB backbone is never loaded.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .checkpoint import check_tensors, locate_released, module_shapes, refuse_pickle
+from .config import WanConfig
+from .errors import CheckpointMismatchError, NotACheckpointError, VAPError
+from .expert import VAPExpert, expert_metadata
+from .fingerprint import backbone_fingerprint
+from .keys import convert_released_name, is_expert_name
+from .safetensors_writer import write_streaming
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp8_e4m3fn": torch.float8_e4m3fn}
+FP8_MAX = torch.finfo(torch.float8_e4m3fn).max
+
+
+def stored_dtype(wan_name: str, shape, dtype: torch.dtype) -> torch.dtype:
+    """fp8 is for weight matrices only; vectors (biases, norms, modulation tables) keep bf16."""
+    if dtype == torch.float8_e4m3fn and not (wan_name.endswith(".weight") and len(shape) == 2):
+        return torch.bfloat16
+    return dtype
+
+
+def _convert(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if dtype == torch.float8_e4m3fn:
+        t = t.float().clamp_(-FP8_MAX, FP8_MAX)
+    return t.to(dtype)
+
+
+def export_expert(src, dst, dtype: str = "bf16", progress=None) -> dict:
+    """Write the expert of the released checkpoint `src` to `dst`. Returns the file's metadata."""
+    refuse_pickle(Path(dst))
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    config, tensors = locate_released(src)
+    cfg = WanConfig.from_diffusers(config, str(src))
+    layers = config.get("block_idx_with_mot_ref")
+    names = {}  # Wan-layout name -> released name
+    for name in filter(is_expert_name, tensors.names()):
+        try:
+            names[convert_released_name(name)[1]] = name
+        except KeyError:
+            raise CheckpointMismatchError(f"{src}: unknown expert tensor {name}.") from None
+    if not layers or not names:
+        raise NotACheckpointError(
+            f"{src} holds no Video-As-Prompt expert (no *_mot_ref tensors / block_idx_with_mot_ref): it is a "
+            "plain Wan checkpoint. Point to the released VAP checkpoint.")
+    expert = VAPExpert(cfg, layers, device="meta")  # shapes only; nothing is allocated
+    expert.check_fits(cfg, f"{src} (block_idx_with_mot_ref={layers})")
+    check_tensors(module_shapes(expert), {w: tensors.shape(n) for w, n in names.items()}, f"{src} (expert)")
+
+    out_dtype = {w: stored_dtype(w, tensors.shape(n), DTYPES[dtype]) for w, n in names.items()}
+    specs = [(w, out_dtype[w], tensors.shape(names[w])) for w in sorted(names)]
+    fingerprint = backbone_fingerprint(lambda w: tensors.get(_released_table_name(w)), cfg.num_layers, cfg.dim)
+    meta = expert_metadata(cfg, layers, Path(src).resolve().name, fingerprint, dtype)
+    total, done = sum(tensors.nbytes(n) for n in names.values()), 0
+
+    def produce(wan_name):
+        nonlocal done
+        t = _convert(tensors.get(names[wan_name]), out_dtype[wan_name])
+        done += tensors.nbytes(names[wan_name])
+        if progress:
+            progress(done, total)
+        return t
+
+    write_streaming(dst, specs, produce, meta)
+    return meta
+
+
+def _released_table_name(wan_name: str) -> str:
+    """Released name of a backbone modulation table (what the fingerprint reads)."""
+    if wan_name == "head.modulation":
+        return "scale_shift_table"
+    return wan_name.rsplit(".", 1)[0] + ".scale_shift_table"
+
+
+class _Progress:
+    def __init__(self, stream=sys.stderr):
+        self.stream, self.last, self.start = stream, -1, time.monotonic()
+
+    def __call__(self, done, total):
+        pct = int(100 * done / max(total, 1))
+        if pct != self.last and (pct % 5 == 0 or done == total):
+            self.last = pct
+            self.stream.write(f"\rexporting expert: {pct:3d}%  {done / 1e9:.2f}/{total / 1e9:.2f} GB  "
+                              f"{time.monotonic() - self.start:.0f}s")
+            if done == total:
+                self.stream.write("\n")
+            self.stream.flush()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vap_core.export", description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", help="released checkpoint: its folder, its transformer/ folder, or its weights file")
+    parser.add_argument("dst", help="expert file to write (.safetensors), e.g. ComfyUI/models/vap/vap_expert_bf16.safetensors")
+    parser.add_argument("--dtype", choices=list(DTYPES), default="bf16",
+                        help="storage dtype; fp8_e4m3fn stores weight matrices as plain float8 (default: bf16)")
+    args = parser.parse_args(argv)
+    try:
+        meta = export_expert(args.src, args.dst, args.dtype, progress=_Progress())
+    except VAPError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.dst}: expert layers {meta['layers']}, {args.dtype}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""A fingerprint of the backbone an expert was trained with, to detect a mismatched backbone later.
+
+It summarises raw vectors (modulation tables) that fp8, GGUF and scaled files keep in high
+precision, so the same backbone matches whatever dtype its matrices are stored in.
+"""
+from __future__ import annotations
+
+import json
+
+import torch
+
+TENSORS = ("head.modulation", "blocks.0.modulation")
+RTOL, ATOL = 2e-2, 1e-3
+
+
+def _summary(t: torch.Tensor) -> list[float]:
+    t = t.detach().to(torch.float64).flatten()
+    return [float(t.mean()), float(t.abs().mean())] + [float(v) for v in t[:8]]
+
+
+def backbone_fingerprint(read, num_layers: int, dim: int) -> str:
+    """JSON fingerprint; `read(name)` returns the backbone tensor of that Wan-layout name."""
+    return json.dumps({"num_layers": num_layers, "dim": dim,
+                       "tensors": {name: _summary(read(name)) for name in TENSORS}}, sort_keys=True)
+
+
+def fingerprint_matches(recorded: str, read, num_layers: int, dim: int) -> bool:
+    want = json.loads(recorded)
+    if want["num_layers"] != num_layers or want["dim"] != dim:
+        return False
+    return all(torch.allclose(torch.tensor(_summary(read(name)), dtype=torch.float64),
+                              torch.tensor(values, dtype=torch.float64), rtol=RTOL, atol=ATOL)
+               for name, values in want["tensors"].items())

@@ -1,0 +1,101 @@
+"""The computation of one layer, for a plain backbone layer and for a joint backbone + expert layer.
+
+Written against module names (the Wan layout) and a `Host` (see host.py), so that the ComfyUI
+binding runs this same code over ComfyUI's own backbone modules, ops and attention kernel.
+Norms and modulation are computed in float32, as the paper's implementation does.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def timestep_embedding(freq_dim: int, t: torch.Tensor) -> torch.Tensor:
+    """Sinusoidal embedding [cos, sin] of timesteps in the DiT's 0..1000 units, float32."""
+    half = freq_dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None, :]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+
+
+def embed_stream(emb, x, t, context, clip_fea, dtype):
+    """Tokens, time embedding, per-layer modulation input and cross-attention context of one stream.
+
+    `emb` has the StreamEmbedders modules; context must already be padded to the text length.
+    Returns (tokens (B, L, dim), temb (B, dim), e (B, 6, dim), context (B, n_img + n_txt, dim)).
+    """
+    tokens = emb.patch_embedding(x.to(dtype)).flatten(2).transpose(1, 2)
+    temb = emb.time_embedding(timestep_embedding(emb.cfg.freq_dim, t).to(dtype))
+    e = emb.time_projection(temb).unflatten(1, (6, -1))
+    text = emb.text_embedding(context.to(dtype))
+    image = emb.img_emb.proj(clip_fea.to(dtype))
+    return tokens, temb, e, torch.cat([image, text], dim=1)
+
+
+def norm32(x: torch.Tensor, eps: float) -> torch.Tensor:
+    return F.layer_norm(x.float(), (x.shape[-1],), eps=eps)
+
+
+def modulation(block, e: torch.Tensor, host) -> tuple:
+    """The six (B, 1, dim) float32 shift/scale/gate vectors of a layer for time input e (B, 6, dim)."""
+    table = host.cast(block.modulation, torch.float32, e.device)
+    return (table + e.float()).chunk(6, dim=1)
+
+
+def attention_inputs(block, x, mod, freqs, host):
+    """q, k, v (B, L, dim) of a layer's self-attention: modulated norm, projections, RMS norm, RoPE."""
+    h = (norm32(x, block.eps) * (1 + mod[1]) + mod[0]).to(x.dtype)
+    sa = block.self_attn
+    b, s = h.shape[:2]
+    q = host.rope(sa.norm_q(sa.q(h)).view(b, s, block.num_heads, -1), freqs).flatten(2)
+    k = host.rope(sa.norm_k(sa.k(h)).view(b, s, block.num_heads, -1), freqs).flatten(2)
+    return q, k, sa.v(h)
+
+
+def attention_outputs(block, x, y, mod, cross_attn):
+    """The rest of the layer after self-attention: output projection and gate, cross-attention, FFN."""
+    x = (x.float() + block.self_attn.o(y).float() * mod[2]).to(x.dtype)
+    x = x + cross_attn(block.norm3(x.float()).to(x.dtype))
+    y = block.ffn((norm32(x, block.eps) * (1 + mod[4]) + mod[3]).to(x.dtype))
+    return (x.float() + y.float() * mod[5]).to(x.dtype)
+
+
+def i2v_cross_attention(attn, x, context, context_img_len, attention, heads):
+    """Wan I2V cross-attention: to the text tokens and, with separate keys/values, the CLIP tokens."""
+    img, text = context[:, :context_img_len], context[:, context_img_len:]
+    q = attn.norm_q(attn.q(x))
+    y = attention(q, attn.norm_k(attn.k(text)), attn.v(text), heads)
+    y = y + attention(q, attn.norm_k_img(attn.k_img(img)), attn.v_img(img), heads)
+    return attn.o(y)
+
+
+def plain_layer(block, x, e, freqs, context, context_img_len, host):
+    """A backbone layer without an expert block (plain Wan)."""
+    mod = modulation(block, e, host)
+    q, k, v = attention_inputs(block, x, mod, freqs, host)
+    y = host.attention(q, k, v, block.num_heads)
+    return attention_outputs(block, x, y, mod,
+                             lambda h: host.backbone_cross_attn(block, h, context, context_img_len))
+
+
+def joint_layer(block, expert_block, x, ref, e, ref_e, freqs, ref_freqs, context, ref_context,
+                context_img_len, ref_context_img_len, host):
+    """A backbone layer and its expert block: each stream its own norms, modulation and q/k/v, ONE
+    full attention over [target ; reference], then each stream its own output, cross-attention and FFN.
+    Returns the new (target tokens, reference tokens)."""
+    mod = modulation(block, e, host)
+    ref_mod = modulation(expert_block, ref_e, host)
+    q, k, v = attention_inputs(block, x, mod, freqs, host)
+    rq, rk, rv = attention_inputs(expert_block, ref, ref_mod, ref_freqs, host)
+    y = host.attention(torch.cat([q, rq], 1), torch.cat([k, rk], 1), torch.cat([v, rv], 1), block.num_heads)
+    del q, k, v, rq, rk, rv
+    y, ref_y = y.split([x.shape[1], ref.shape[1]], dim=1)
+    x = attention_outputs(block, x, y, mod,
+                          lambda h: host.backbone_cross_attn(block, h, context, context_img_len))
+    ref = attention_outputs(expert_block, ref, ref_y, ref_mod,
+                            lambda h: i2v_cross_attention(expert_block.cross_attn, h, ref_context,
+                                                          ref_context_img_len, host.attention,
+                                                          expert_block.num_heads))
+    return x, ref

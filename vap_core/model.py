@@ -1,0 +1,158 @@
+"""The complete VAP transformer (frozen Wan 2.1 I2V backbone + expert) for plain-Python use and tests."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import WanI2V, load_wan_file
+from .checkpoint import load_strict, locate_released
+from .config import WanConfig
+from .errors import CheckpointMismatchError, InputError, NotACheckpointError
+from .expert import VAPExpert, load_expert_file
+from .host import TORCH_HOST
+from .keys import convert_released_name
+from .layer_step import embed_stream, joint_layer, plain_layer
+from .rope import rope_table
+
+
+class VAPTransformer(nn.Module):
+    def __init__(self, backbone: WanI2V, expert: VAPExpert | None, host=TORCH_HOST):
+        super().__init__()
+        if expert is not None:
+            expert.check_fits(backbone.cfg)
+        self.backbone = backbone
+        self.expert = expert
+        self.host = host
+
+    @property
+    def cfg(self) -> WanConfig:
+        return self.backbone.cfg
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.backbone.blocks[0].self_attn.q.weight.dtype
+
+    @classmethod
+    def from_checkpoint(cls, path, dtype=torch.float32) -> "VAPTransformer":
+        """Load the released checkpoint (diffusers layout: transformer/config.json + safetensors)."""
+        config, tensors = locate_released(path)
+        cfg = WanConfig.from_diffusers(config, str(path))
+        layers = config.get("block_idx_with_mot_ref")
+        if not layers:
+            raise NotACheckpointError(
+                f"{path} has no expert (config has no block_idx_with_mot_ref): it is a plain Wan model, "
+                "not a Video-As-Prompt checkpoint.")
+        parts = {"backbone": {}, "expert": {}}
+        for name in tensors.names():
+            try:
+                converted = convert_released_name(name)
+            except KeyError:
+                raise CheckpointMismatchError(
+                    f"{path}: unexpected tensor {name}; this is not a Wan 2.1 VAP checkpoint.") from None
+            if converted is not None:
+                part, wan_name = converted
+                parts[part][wan_name] = name
+        backbone = load_strict(WanI2V(cfg, device="meta"), tensors, parts["backbone"], f"{path} (backbone)", dtype)
+        expert = VAPExpert(cfg, layers, device="meta")
+        expert.check_fits(cfg, f"{path} (block_idx_with_mot_ref={layers})")
+        load_strict(expert, tensors, parts["expert"], f"{path} (expert)", dtype)
+        return cls(backbone, expert)
+
+    @classmethod
+    def from_files(cls, wan_path, expert_path=None, dtype=torch.float32) -> "VAPTransformer":
+        """Pair a Wan 2.1 I2V file in ComfyUI's layout with the pack's expert-only file."""
+        expert, num_heads = None, None
+        if expert_path is not None:
+            expert, _ = load_expert_file(expert_path, dtype)
+            num_heads = expert.cfg.num_heads
+        backbone = load_wan_file(wan_path, dtype, num_heads=num_heads)
+        if expert is not None:
+            expert.check_fits(backbone.cfg, f"{Path(expert_path).name} with {Path(wan_path).name}")
+        return cls(backbone, expert)
+
+    def forward(self, x, t, context, clip_fea, ref_x=None, ref_context=None, ref_clip_fea=None,
+                ref_t=1.0, rope_delta=None):
+        """Target prediction (B, out_dim, F, H, W). Contexts are zero-padded to the text length
+        (512) here if shorter. With ref_x=None this is plain Wan 2.1 I2V."""
+        cfg, host, dtype = self.cfg, self.host, self.dtype
+        b = self._check_target(x, context, clip_fea)
+        t = torch.as_tensor(t, dtype=torch.float32, device=x.device).reshape(-1).expand(b)
+        tokens, temb, e, ctx = embed_stream(self.backbone, x, t, self._pad(context), clip_fea, dtype)
+        grid = tuple(s // p for s, p in zip(x.shape[2:], cfg.patch_size))
+        freqs = rope_table(cfg.head_dim, grid, 0, device=x.device)
+        img_len = clip_fea.shape[1]
+
+        if ref_x is not None:
+            if self.expert is None:
+                raise InputError("ref_x was given but this model has no expert: load it with from_checkpoint "
+                                 "or from_files(wan, expert).")
+            ref_x, ref_context, ref_clip_fea = self._check_reference(x, ref_x, ref_context, ref_clip_fea)
+            ref_t = torch.as_tensor(ref_t, dtype=torch.float32, device=x.device).reshape(-1).expand(b)
+            ref, _, ref_e, ref_ctx = embed_stream(self.expert, ref_x, ref_t, self._pad(ref_context),
+                                                  ref_clip_fea, dtype)
+            ref_grid = tuple(s // p for s, p in zip(ref_x.shape[2:], cfg.patch_size))
+            delta = ref_grid[0] if rope_delta is None else int(rope_delta)
+            ref_freqs = rope_table(cfg.head_dim, ref_grid, -delta, device=x.device)
+
+        for i, block in enumerate(self.backbone.blocks):
+            if ref_x is not None and str(i) in self.expert.blocks:
+                tokens, ref = joint_layer(block, self.expert.blocks[str(i)], tokens, ref, e, ref_e, freqs,
+                                          ref_freqs, ctx, ref_ctx, img_len, ref_clip_fea.shape[1], host)
+            else:
+                tokens = plain_layer(block, tokens, e, freqs, ctx, img_len, host)
+        return self.backbone.output(tokens, temb, grid, host)
+
+    def _pad(self, context):
+        n = self.cfg.text_len - context.shape[1]
+        return F.pad(context, (0, 0, 0, n)) if n > 0 else context
+
+    def _check_target(self, x, context, clip_fea) -> int:
+        cfg = self.cfg
+        if x.ndim != 5 or x.shape[1] != cfg.in_dim:
+            raise InputError(
+                f"x has shape {tuple(x.shape)}; expected (batch, {cfg.in_dim}, frames, height, width): 16 noisy "
+                "latent channels, 4 mask channels and 16 channels of the first-frame latent.")
+        if any(s % p for s, p in zip(x.shape[2:], cfg.patch_size)):
+            raise InputError(f"x's frames/height/width {tuple(x.shape[2:])} must be multiples of the patch size "
+                             f"{cfg.patch_size}; resize the video (pixels to a multiple of 16).")
+        b = x.shape[0]
+        _check_tokens("context", context, b, cfg.text_dim, cfg.text_len)
+        _check_tokens("clip_fea", clip_fea, b, cfg.image_dim)
+        return b
+
+    def _check_reference(self, x, ref_x, ref_context, ref_clip_fea):
+        cfg, b = self.cfg, x.shape[0]
+        if ref_context is None or ref_clip_fea is None:
+            raise InputError("a reference needs ref_context (its caption) and ref_clip_fea (CLIP tokens of its "
+                             "first frame) as well as ref_x.")
+        if ref_x.ndim != 5 or ref_x.shape[1] != cfg.in_dim:
+            raise InputError(f"ref_x has shape {tuple(ref_x.shape)}; expected (batch, {cfg.in_dim}, frames, "
+                             "height, width), the same 36-channel layout as x.")
+        if ref_x.shape[3:] != x.shape[3:]:
+            raise InputError(f"the reference's latent size {tuple(ref_x.shape[3:])} differs from the target's "
+                             f"{tuple(x.shape[3:])}; resize the reference video to the target's width and height.")
+        if ref_x.shape[2] % cfg.patch_size[0]:
+            raise InputError(f"ref_x has {ref_x.shape[2]} latent frames, not a multiple of {cfg.patch_size[0]}.")
+        ref_x = _broadcast("ref_x", ref_x, b)
+        ref_clip_fea = _broadcast("ref_clip_fea", ref_clip_fea, b)
+        _check_tokens("ref_context", ref_context, b, cfg.text_dim, cfg.text_len)
+        _check_tokens("ref_clip_fea", ref_clip_fea, b, cfg.image_dim)
+        return ref_x, ref_context, ref_clip_fea
+
+
+def _broadcast(name, tensor, b):
+    if tensor.shape[0] == 1 and b > 1:
+        return tensor.expand(b, *tensor.shape[1:])
+    if tensor.shape[0] != b:
+        raise InputError(f"{name} has batch {tensor.shape[0]}; expected 1 or {b} (the batch of x).")
+    return tensor
+
+
+def _check_tokens(name, tensor, b, width, max_len=None):
+    if tensor.ndim != 3 or tensor.shape[0] != b or tensor.shape[2] != width:
+        raise InputError(f"{name} has shape {tuple(tensor.shape)}; expected ({b}, tokens, {width}).")
+    if max_len is not None and tensor.shape[1] > max_len:
+        raise InputError(f"{name} has {tensor.shape[1]} tokens; the model takes at most {max_len}.")
