@@ -201,6 +201,8 @@ def test_bad_inputs(model, case_small):
         (dict(ref_x=good["ref_x"][:, :20]), "ref_x has shape"),
         (dict(ref_x=torch.cat([good["ref_x"]] * 2)[:3]), "batch 3; expected 1 or 2"),
         (dict(ref_context=None), "needs ref_context"),
+        (dict(t=torch.tensor([500.0, 500.0, 500.0])), "t has 3 values"),
+        (dict(ref_t=torch.tensor([1.0, 1.0, 1.0])), "ref_t has 3 values"),
         (dict(ref_context=good["ref_context"][..., :4]), "ref_context has shape"),
     ]
     for changes, message in cases:

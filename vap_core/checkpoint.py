@@ -43,12 +43,9 @@ class TensorSource:
 
     def __init__(self, files):
         self.files = [Path(f) for f in files]
-        self._where = {}
-        for f in self.files:
-            handle = open_safetensors(f)
-            for name in handle.keys():
-                self._where[name] = handle
-        self.metadata = open_safetensors(self.files[0]).metadata() or {}
+        handles = [open_safetensors(f) for f in self.files]
+        self._where = {name: h for h in handles for name in h.keys()}
+        self.metadata = handles[0].metadata() or {}
 
     def names(self) -> list[str]:
         return list(self._where)

@@ -57,7 +57,7 @@ def attention_inputs(block, x, mod, freqs, host):
 def attention_outputs(block, x, y, mod, cross_attn):
     """The rest of the layer after self-attention: output projection and gate, cross-attention, FFN."""
     x = (x.float() + block.self_attn.o(y).float() * mod[2]).to(x.dtype)
-    x = x + cross_attn(block.norm3(x.float()).to(x.dtype))
+    x = x + cross_attn(block.norm3(x))  # in x's dtype: a host's norm may hold low-precision weights
     y = block.ffn((norm32(x, block.eps) * (1 + mod[4]) + mod[3]).to(x.dtype))
     return (x.float() + y.float() * mod[5]).to(x.dtype)
 

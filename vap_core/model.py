@@ -19,10 +19,10 @@ from .rope import rope_table
 
 
 class VAPTransformer(nn.Module):
-    def __init__(self, backbone: WanI2V, expert: VAPExpert | None, host=TORCH_HOST):
+    def __init__(self, backbone: WanI2V, expert: VAPExpert | None, host=TORCH_HOST, where: str = "the expert"):
         super().__init__()
         if expert is not None:
-            expert.check_fits(backbone.cfg)
+            expert.check_fits(backbone.cfg, where)
         self.backbone = backbone
         self.expert = expert
         self.host = host
@@ -69,9 +69,7 @@ class VAPTransformer(nn.Module):
             expert, _ = load_expert_file(expert_path, dtype)
             num_heads = expert.cfg.num_heads
         backbone = load_wan_file(wan_path, dtype, num_heads=num_heads)
-        if expert is not None:
-            expert.check_fits(backbone.cfg, f"{Path(expert_path).name} with {Path(wan_path).name}")
-        return cls(backbone, expert)
+        return cls(backbone, expert, where=f"expert {expert_path} paired with {wan_path}")
 
     def forward(self, x, t, context, clip_fea, ref_x=None, ref_context=None, ref_clip_fea=None,
                 ref_t=1.0, rope_delta=None):
@@ -79,7 +77,7 @@ class VAPTransformer(nn.Module):
         (512) here if shorter. With ref_x=None this is plain Wan 2.1 I2V."""
         cfg, host, dtype = self.cfg, self.host, self.dtype
         b = self._check_target(x, context, clip_fea)
-        t = torch.as_tensor(t, dtype=torch.float32, device=x.device).reshape(-1).expand(b)
+        t = _per_row("t", t, b, x.device)
         tokens, temb, e, ctx = embed_stream(self.backbone, x, t, self._pad(context), clip_fea, dtype)
         grid = tuple(s // p for s, p in zip(x.shape[2:], cfg.patch_size))
         freqs = rope_table(cfg.head_dim, grid, 0, device=x.device)
@@ -90,7 +88,7 @@ class VAPTransformer(nn.Module):
                 raise InputError("ref_x was given but this model has no expert: load it with from_checkpoint "
                                  "or from_files(wan, expert).")
             ref_x, ref_context, ref_clip_fea = self._check_reference(x, ref_x, ref_context, ref_clip_fea)
-            ref_t = torch.as_tensor(ref_t, dtype=torch.float32, device=x.device).reshape(-1).expand(b)
+            ref_t = _per_row("ref_t", ref_t, b, x.device)
             ref, _, ref_e, ref_ctx = embed_stream(self.expert, ref_x, ref_t, self._pad(ref_context),
                                                   ref_clip_fea, dtype)
             ref_grid = tuple(s // p for s, p in zip(ref_x.shape[2:], cfg.patch_size))
@@ -141,6 +139,13 @@ class VAPTransformer(nn.Module):
         _check_tokens("ref_context", ref_context, b, cfg.text_dim, cfg.text_len)
         _check_tokens("ref_clip_fea", ref_clip_fea, b, cfg.image_dim)
         return ref_x, ref_context, ref_clip_fea
+
+
+def _per_row(name, t, b, device):
+    t = torch.as_tensor(t, dtype=torch.float32, device=device).reshape(-1)
+    if t.numel() not in (1, b):
+        raise InputError(f"{name} has {t.numel()} values; give one timestep, or one per row of x ({b}).")
+    return t.expand(b)
 
 
 def _broadcast(name, tensor, b):
