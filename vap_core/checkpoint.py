@@ -14,7 +14,7 @@ from .errors import (CheckpointMismatchError, CorruptCheckpointError, MissingSha
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 
 DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32,
-          "F8_E4M3": torch.float8_e4m3fn, "F64": torch.float64}
+          "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "F64": torch.float64}
 DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
 
 

@@ -55,9 +55,9 @@ class VAPTransformer(nn.Module):
             if converted is not None:
                 part, wan_name = converted
                 parts[part][wan_name] = name
-        backbone = load_strict(WanI2V(cfg, device="meta"), tensors, parts["backbone"], f"{path} (backbone)", dtype)
         expert = VAPExpert(cfg, layers, device="meta")
-        expert.check_fits(cfg, f"{path} (block_idx_with_mot_ref={layers})")
+        expert.check_fits(cfg, f"{path} (block_idx_with_mot_ref={layers})")  # before any tensor is read
+        backbone = load_strict(WanI2V(cfg, device="meta"), tensors, parts["backbone"], f"{path} (backbone)", dtype)
         load_strict(expert, tensors, parts["expert"], f"{path} (expert)", dtype)
         return cls(backbone, expert)
 
