@@ -53,12 +53,15 @@ def wan_config_from_tensors(tensors: TensorSource, prefix: str, num_heads: int |
         freq_dim=shape("time_embedding.0.weight")[1], patch_size=tuple(patch))
 
 
-def load_wan_file(path, dtype=torch.float32, num_heads: int | None = None, ops=nn) -> WanI2V:
-    """Load a Wan 2.1 I2V file in ComfyUI's layout. num_heads defaults to ComfyUI's rule dim // 128."""
+def load_wan_file(path, dtype=torch.float32, num_heads: int | None = None, ops=nn, check=None) -> WanI2V:
+    """Load a Wan 2.1 I2V file in ComfyUI's layout. num_heads defaults to ComfyUI's rule dim // 128.
+    `check(cfg)` runs on the sizes read from the tensor shapes, before any weight is read."""
     tensors = TensorSource([path])
     names = tensors.names()
     prefix = next((p for p in _PREFIXES if names and all(n.startswith(p) for n in names)), "")
     cfg = wan_config_from_tensors(tensors, prefix, num_heads, str(path))
+    if check is not None:
+        check(cfg)
     model = WanI2V(cfg, ops, device="meta")
     load_strict(model, tensors, {n[len(prefix):]: n for n in names}, str(path), dtype)
     return model

@@ -1,8 +1,6 @@
 """The complete VAP transformer (frozen Wan 2.1 I2V backbone + expert) for plain-Python use and tests."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -64,12 +62,14 @@ class VAPTransformer(nn.Module):
     @classmethod
     def from_files(cls, wan_path, expert_path=None, dtype=torch.float32) -> "VAPTransformer":
         """Pair a Wan 2.1 I2V file in ComfyUI's layout with the pack's expert-only file."""
-        expert, num_heads = None, None
-        if expert_path is not None:
-            expert, _ = load_expert_file(expert_path, dtype)
-            num_heads = expert.cfg.num_heads
-        backbone = load_wan_file(wan_path, dtype, num_heads=num_heads)
-        return cls(backbone, expert, where=f"expert {expert_path} paired with {wan_path}")
+        if expert_path is None:
+            return cls(load_wan_file(wan_path, dtype), None)
+        expert, _ = load_expert_file(expert_path, dtype)
+        where = f"expert {expert_path} paired with {wan_path}"
+        # the fit is checked on the backbone's shapes, before its weights are read
+        backbone = load_wan_file(wan_path, dtype, num_heads=expert.cfg.num_heads,
+                                 check=lambda cfg: expert.check_fits(cfg, where))
+        return cls(backbone, expert, where=where)
 
     def forward(self, x, t, context, clip_fea, ref_x=None, ref_context=None, ref_clip_fea=None,
                 ref_t=1.0, rope_delta=None):
