@@ -1,10 +1,20 @@
-"""The ComfyUI binding of vap_core (V3 node API). Imported only inside ComfyUI."""
-from comfy_api.latest import ComfyExtension
+"""The pack's ComfyUI nodes (V3 API). Node IDs are stable: shared workflows rely on them."""
+from typing_extensions import override
+
+from comfy_api.latest import ComfyExtension, io
+
+from . import folders
+from .apply import VAPApplyExpert
+from .loaders import VAPCheckpointLoader, VAPExpertLoader
+from .reference import VAPEncodeReference, VAPLoadReferenceVideo
+
+folders.register()
 
 
 class VAPExtension(ComfyExtension):
-    async def get_node_list(self):
-        return []  # the VAP nodes come with the ComfyUI binding (issue: ComfyUI nodes)
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [VAPCheckpointLoader, VAPExpertLoader, VAPApplyExpert, VAPLoadReferenceVideo, VAPEncodeReference]
 
 
 async def comfy_entrypoint() -> VAPExtension:

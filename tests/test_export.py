@@ -4,12 +4,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from helpers import Case, write_random_released, write_released
+from helpers import write_random_released, write_released
 from vap_core import VAPTransformer, load_expert_file
 from vap_core.export import export_expert
 from vap_core.fingerprint import fingerprint_matches

@@ -155,16 +155,37 @@ def module_shapes(module: nn.Module) -> dict:
     return {name: tuple(p.shape) for name, p in module.state_dict().items()}
 
 
-def load_strict(module: nn.Module, tensors: TensorSource, names: dict, where: str, dtype: torch.dtype):
+def storage_dtype(name: str, shape, dtype: torch.dtype) -> torch.dtype:
+    """fp8 is for weight matrices only; vectors (biases, norms, modulation tables) keep bf16."""
+    if dtype.itemsize == 1 and not (name.endswith(".weight") and len(shape) == 2):
+        return torch.bfloat16
+    return dtype
+
+
+def load_strict(module: nn.Module, tensors: TensorSource, names: dict, where: str, dtype: torch.dtype,
+                progress=None):
     """Fill a module built on the meta device from `tensors`; names maps its parameter names to the
     file's. Every parameter must be provided and every provided tensor used, with its exact shape.
-    LayerNorm weights and modulation tables stay float32, as the paper's implementation keeps them.
+    LayerNorm weights and modulation tables stay float32, as the paper's implementation keeps them;
+    with an fp8 dtype only weight matrices are fp8 (see storage_dtype). `progress(done, total)` is
+    called after each tensor.
     """
     check_tensors(module_shapes(module), {n: tensors.shape(src) for n, src in names.items()}, where)
     keep_fp32 = _float32_names(module)
-    state = {n: tensors.get(src).to(torch.float32 if n in keep_fp32 else dtype) for n, src in names.items()}
+    state = {}
+    for i, (n, src) in enumerate(names.items()):
+        target = torch.float32 if n in keep_fp32 else storage_dtype(n, tensors.shape(src), dtype)
+        state[n] = convert_dtype(tensors.get(src), target)
+        if progress:
+            progress(i + 1, len(names))
     module.load_state_dict(state, strict=True, assign=True)
     return module
+
+
+def convert_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    if dtype.itemsize == 1 and t.dtype.itemsize > 1:  # fp8 saturates instead of overflowing to NaN
+        t = t.float().clamp_(-torch.finfo(dtype).max, torch.finfo(dtype).max)
+    return t.to(dtype)
 
 
 def _float32_names(module: nn.Module) -> set[str]:

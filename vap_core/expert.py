@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .checkpoint import TensorSource, load_strict
+from .released import read_released
 from .config import WanConfig
 from .errors import IncompatibleExpertError, NotACheckpointError
 from .layers import StreamEmbedders, WanBlock
@@ -59,8 +60,40 @@ def read_expert_file(path) -> tuple[WanConfig, tuple, dict, TensorSource]:
     return WanConfig.from_json(meta["config"]), tuple(json.loads(meta["layers"])), meta, tensors
 
 
-def load_expert_file(path, dtype=torch.float32, ops=nn) -> tuple[VAPExpert, dict]:
+def load_expert_file(path, dtype=torch.float32, ops=nn, progress=None) -> tuple[VAPExpert, dict]:
     cfg, layers, meta, tensors = read_expert_file(path)
     expert = VAPExpert(cfg, layers, ops, device="meta")
-    load_strict(expert, tensors, {n: n for n in tensors.names()}, str(Path(path)), dtype)
+    load_strict(expert, tensors, {n: n for n in tensors.names()}, str(Path(path)), dtype, progress)
     return expert, meta
+
+
+def load_expert(path, dtype=torch.float32, ops=nn, progress=None) -> tuple[VAPExpert, dict]:
+    """The pack's expert file, or the expert of a released checkpoint (a file of its transformer/
+    folder, its index json, or the folder). Only expert tensors are read. Returns (expert, metadata)."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        names, meta = _peek(path)
+        if meta.get("format") == FORMAT:
+            return load_expert_file(path, dtype, ops, progress)
+        if not any("_mot_ref" in n for n in names):
+            raise NotACheckpointError(f"{path} is not a VAP expert: it has neither the pack's expert metadata nor "
+                                      f"any *_mot_ref tensor{_looks_like(names)}.")
+    rel = read_released(path)
+    expert = VAPExpert(rel.cfg, rel.layers, ops, device="meta")
+    expert.check_fits(rel.cfg, f"{path} (block_idx_with_mot_ref={list(rel.layers)})")
+    load_strict(expert, rel.tensors, rel.expert, f"{path} (expert)", dtype, progress)
+    return expert, expert_metadata(rel.cfg, rel.layers, Path(rel.src).resolve().name, rel.fingerprint(),
+                                   str(dtype).removeprefix("torch."))
+
+
+def _peek(path: Path) -> tuple[list, dict]:
+    tensors = TensorSource([path])
+    return tensors.names(), tensors.metadata
+
+
+def _looks_like(names) -> str:
+    if any(n.endswith("head.modulation") for n in names):
+        return " (it is a Wan diffusion model: load that with the stock Load Diffusion Model node)"
+    if any(n.startswith(("encoder.", "decoder.")) for n in names):
+        return " (it looks like a VAE)"
+    return ""

@@ -13,29 +13,13 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import check_tensors, locate_released, module_shapes, refuse_pickle
-from .config import WanConfig
-from .errors import CheckpointMismatchError, NotACheckpointError, VAPError
+from .checkpoint import check_tensors, convert_dtype, module_shapes, refuse_pickle, storage_dtype
+from .errors import VAPError
 from .expert import VAPExpert, expert_metadata
-from .fingerprint import backbone_fingerprint
-from .keys import convert_released_name, is_expert_name
+from .released import read_released
 from .safetensors_writer import write_streaming
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp8_e4m3fn": torch.float8_e4m3fn}
-FP8_MAX = torch.finfo(torch.float8_e4m3fn).max
-
-
-def stored_dtype(wan_name: str, shape, dtype: torch.dtype) -> torch.dtype:
-    """fp8 is for weight matrices only; vectors (biases, norms, modulation tables) keep bf16."""
-    if dtype == torch.float8_e4m3fn and not (wan_name.endswith(".weight") and len(shape) == 2):
-        return torch.bfloat16
-    return dtype
-
-
-def _convert(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    if dtype == torch.float8_e4m3fn:
-        t = t.float().clamp_(-FP8_MAX, FP8_MAX)
-    return t.to(dtype)
 
 
 def export_expert(src, dst, dtype: str = "bf16", progress=None) -> dict:
@@ -43,32 +27,20 @@ def export_expert(src, dst, dtype: str = "bf16", progress=None) -> dict:
     refuse_pickle(Path(dst))
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
-    config, tensors = locate_released(src)
-    cfg = WanConfig.from_diffusers(config, str(src))
-    layers = config.get("block_idx_with_mot_ref")
-    names = {}  # Wan-layout name -> released name
-    for name in filter(is_expert_name, tensors.names()):
-        try:
-            names[convert_released_name(name)[1]] = name
-        except KeyError:
-            raise CheckpointMismatchError(f"{src}: unknown expert tensor {name}.") from None
-    if not layers or not names:
-        raise NotACheckpointError(
-            f"{src} holds no Video-As-Prompt expert (no *_mot_ref tensors / block_idx_with_mot_ref): it is a "
-            "plain Wan checkpoint. Point to the released VAP checkpoint.")
-    expert = VAPExpert(cfg, layers, device="meta")  # shapes only; nothing is allocated
-    expert.check_fits(cfg, f"{src} (block_idx_with_mot_ref={layers})")
+    rel = read_released(src)
+    expert = VAPExpert(rel.cfg, rel.layers, device="meta")  # shapes only; nothing is allocated
+    expert.check_fits(rel.cfg, f"{src} (block_idx_with_mot_ref={list(rel.layers)})")
+    tensors, names = rel.tensors, rel.expert
     check_tensors(module_shapes(expert), {w: tensors.shape(n) for w, n in names.items()}, f"{src} (expert)")
 
-    out_dtype = {w: stored_dtype(w, tensors.shape(n), DTYPES[dtype]) for w, n in names.items()}
+    out_dtype = {w: storage_dtype(w, tensors.shape(n), DTYPES[dtype]) for w, n in names.items()}
     specs = [(w, out_dtype[w], tensors.shape(names[w])) for w in sorted(names)]
-    fingerprint = backbone_fingerprint(lambda w: tensors.get(_released_table_name(w)), cfg.num_layers, cfg.dim)
-    meta = expert_metadata(cfg, layers, Path(src).resolve().name, fingerprint, dtype)
+    meta = expert_metadata(rel.cfg, rel.layers, Path(src).resolve().name, rel.fingerprint(), dtype)
     total, done = sum(tensors.nbytes(n) for n in names.values()), 0
 
     def produce(wan_name):
         nonlocal done
-        t = _convert(tensors.get(names[wan_name]), out_dtype[wan_name])
+        t = convert_dtype(tensors.get(names[wan_name]), out_dtype[wan_name])
         done += tensors.nbytes(names[wan_name])
         if progress:
             progress(done, total)
@@ -76,13 +48,6 @@ def export_expert(src, dst, dtype: str = "bf16", progress=None) -> dict:
 
     write_streaming(dst, specs, produce, meta)
     return meta
-
-
-def _released_table_name(wan_name: str) -> str:
-    """Released name of a backbone modulation table (what the fingerprint reads)."""
-    if wan_name == "head.modulation":
-        return "scale_shift_table"
-    return wan_name.rsplit(".", 1)[0] + ".scale_shift_table"
 
 
 class _Progress:

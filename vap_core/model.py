@@ -6,13 +6,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import WanI2V, load_wan_file
-from .checkpoint import load_strict, locate_released
+from .checkpoint import load_strict
 from .config import WanConfig
-from .errors import CheckpointMismatchError, InputError, NotACheckpointError
+from .errors import InputError
 from .expert import VAPExpert, load_expert_file
 from .host import TORCH_HOST
-from .keys import convert_released_name
 from .layer_step import embed_stream, joint_layer, plain_layer
+from .released import read_released
 from .rope import rope_table
 
 
@@ -36,27 +36,11 @@ class VAPTransformer(nn.Module):
     @classmethod
     def from_checkpoint(cls, path, dtype=torch.float32) -> "VAPTransformer":
         """Load the released checkpoint (diffusers layout: transformer/config.json + safetensors)."""
-        config, tensors = locate_released(path)
-        cfg = WanConfig.from_diffusers(config, str(path))
-        layers = config.get("block_idx_with_mot_ref")
-        if not layers:
-            raise NotACheckpointError(
-                f"{path} has no expert (config has no block_idx_with_mot_ref): it is a plain Wan model, "
-                "not a Video-As-Prompt checkpoint.")
-        parts = {"backbone": {}, "expert": {}}
-        for name in tensors.names():
-            try:
-                converted = convert_released_name(name)
-            except KeyError:
-                raise CheckpointMismatchError(
-                    f"{path}: unexpected tensor {name}; this is not a Wan 2.1 VAP checkpoint.") from None
-            if converted is not None:
-                part, wan_name = converted
-                parts[part][wan_name] = name
-        expert = VAPExpert(cfg, layers, device="meta")
-        expert.check_fits(cfg, f"{path} (block_idx_with_mot_ref={layers})")  # before any tensor is read
-        backbone = load_strict(WanI2V(cfg, device="meta"), tensors, parts["backbone"], f"{path} (backbone)", dtype)
-        load_strict(expert, tensors, parts["expert"], f"{path} (expert)", dtype)
+        rel = read_released(path)
+        expert = VAPExpert(rel.cfg, rel.layers, device="meta")
+        expert.check_fits(rel.cfg, f"{path} (block_idx_with_mot_ref={list(rel.layers)})")  # before any tensor is read
+        backbone = load_strict(WanI2V(rel.cfg, device="meta"), rel.tensors, rel.backbone, f"{path} (backbone)", dtype)
+        load_strict(expert, rel.tensors, rel.expert, f"{path} (expert)", dtype)
         return cls(backbone, expert)
 
     @classmethod

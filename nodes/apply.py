@@ -1,0 +1,93 @@
+"""VAPApplyExpert: attach the expert to a Wan 2.1 I2V MODEL."""
+from __future__ import annotations
+
+import logging
+
+import comfy.model_base
+import comfy.patcher_extension
+from comfy_api.latest import io
+
+from ..vap_core.errors import IncompatibleExpertError
+from ..vap_core.fingerprint import fingerprint_matches
+from .binding import KEY, ExpertRunner, StepWindow
+from .loaders import VapExpert
+
+# fp8-stored backbones round their modulation tables by up to ~6%
+_FP8_RTOL = 0.08
+
+
+class VAPApplyExpert(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VAPApplyExpert",
+            display_name="Apply VAP Expert",
+            category="advanced/model/video_as_prompt",
+            description="Attaches the Video-As-Prompt expert to a Wan 2.1 I2V 14B model. The reference itself comes "
+                        "through the conditioning (VAP Encode Reference).",
+            inputs=[
+                io.Model.Input("model"),
+                VapExpert.Input("expert"),
+                io.Int.Input("rope_delta", default=-1, min=-1, max=1024,
+                             tooltip="temporal RoPE offset of the reference, in latent frames: the reference sits at "
+                                     "-delta..-delta+F_ref-1. -1 = the reference's latent frame count (the paper's)."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="the expert runs from this point of the schedule..."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="...to this one; outside it the model is plain Wan (and as fast)."),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, expert, rope_delta, start_percent, end_percent) -> io.NodeOutput:
+        module = expert.model
+        check_backbone(model, module)
+        warn_if_other_backbone(model, module)
+        m = model.clone()
+        m.set_additional_models(KEY, [expert.clone()])
+        for kind in (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, comfy.patcher_extension.WrappersMP.OUTER_SAMPLE):
+            m.remove_wrappers_with_key(kind, KEY)  # one expert per model: a second apply replaces the first
+        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY,
+                               ExpertRunner(module, None if rope_delta < 0 else rope_delta))
+        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY,
+                               StepWindow(start_percent, end_percent))
+        return io.NodeOutput(m)
+
+
+def check_backbone(model, expert):
+    """Refuse anything but Wan 2.1 image-to-video (with CLIP image input) of the expert's size."""
+    base = model.model
+    wan = getattr(base, "diffusion_model", None)
+    if type(base) is not comfy.model_base.WAN21 or not base.image_to_video or getattr(wan, "img_emb", None) is None:
+        raise IncompatibleExpertError(
+            f"the MODEL is {_describe(base)}. The VAP expert runs beside Wan 2.1 image-to-video 14B (480P): load "
+            "wan2.1_i2v_480p_14B_*.safetensors with Load Diffusion Model.")
+    cfg = expert.cfg
+    if (cfg.dim, cfg.num_layers, cfg.num_heads, cfg.in_dim) != (wan.dim, wan.num_layers, wan.num_heads, wan.in_dim):
+        raise IncompatibleExpertError(
+            f"the expert was trained beside a Wan model of width {cfg.dim}, {cfg.num_layers} layers and {cfg.num_heads} "
+            f"heads, but the MODEL has width {wan.dim}, {wan.num_layers} layers and {wan.num_heads} heads "
+            f"(a 1.3B model has width 1536). Load Wan 2.1 I2V 14B (480P).")
+
+
+def _describe(base) -> str:
+    kind = type(base).__name__
+    if kind != "WAN21":
+        return {"WAN22": "a Wan 2.2 model", "WAN21_Vace": "a Wan VACE model"}.get(kind, f"a {kind} model")
+    if not base.image_to_video:
+        return "a Wan text-to-video model"
+    return "a Wan image-to-video model without CLIP image input (e.g. Wan 2.2 I2V 14B)"
+
+
+def warn_if_other_backbone(model, expert):
+    recorded = getattr(expert, "vap_metadata", {}).get("backbone_fingerprint")
+    if not recorded:
+        return
+    wan = model.model.diffusion_model
+    params = {name: wan.get_parameter(name) for name in ("head.modulation", "blocks.0.modulation")}
+    rtol = _FP8_RTOL if any(p.dtype.itemsize == 1 for p in params.values()) else None
+    if not fingerprint_matches(recorded, lambda name: params[name].float(), wan.num_layers, wan.dim, rtol=rtol):
+        logging.warning("VAP: this Wan model's weights differ from the backbone the expert was trained with "
+                        "(Wan2.1-I2V-14B-480P). It will run, but results may be worse; a fine-tune or a 720P model "
+                        "is not what the expert expects.")

@@ -1,0 +1,35 @@
+"""The expert as a ComfyUI model: built from comfy.ops and wrapped in a ModelPatcher, so ComfyUI
+loads, partially loads and offloads it together with the backbone."""
+from __future__ import annotations
+
+import torch
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.ops
+import comfy.utils
+
+from ..vap_core.expert import load_expert
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn}
+DTYPE_CHOICES = ["default", *DTYPES]
+
+
+def storage_dtype(choice: str) -> torch.dtype:
+    """'default' is the dtype ComfyUI picks for diffusion models on this device (bf16 on recent GPUs)."""
+    if choice == "default":
+        return comfy.model_management.unet_dtype(supported_dtypes=[torch.bfloat16, torch.float16, torch.float32])
+    return DTYPES[choice]
+
+
+def load_expert_patcher(path: str, dtype_choice: str) -> comfy.model_patcher.ModelPatcher:
+    """Read the expert's tensors only (from the pack's file or a released checkpoint) into a
+    ModelPatcher. Weights are cast to the compute dtype layer by layer when used (manual_cast)."""
+    bar = comfy.utils.ProgressBar(1)
+    expert, meta = load_expert(path, storage_dtype(dtype_choice), ops=comfy.ops.manual_cast,
+                               progress=lambda done, total: bar.update_absolute(done, total))
+    expert.vap_metadata = meta
+    return comfy.model_patcher.ModelPatcher(
+        expert, load_device=comfy.model_management.get_torch_device(),
+        offload_device=comfy.model_management.unet_offload_device(),
+        size=comfy.model_management.module_size(expert))

@@ -1,0 +1,71 @@
+"""VAPExpertLoader and VAPCheckpointLoader."""
+from __future__ import annotations
+
+import torch
+
+import comfy.sd
+from comfy_api.latest import io
+
+from ..vap_core.released import read_released
+from . import folders
+from .expert_patcher import DTYPE_CHOICES, load_expert_patcher
+
+VapExpert = io.Custom("VAP_EXPERT")
+
+# the weight dtype choices of ComfyUI's own UNETLoader
+WEIGHT_DTYPES = {"default": {}, "fp8_e4m3fn": {"dtype": torch.float8_e4m3fn},
+                 "fp8_e4m3fn_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True},
+                 "fp8_e5m2": {"dtype": torch.float8_e5m2}}
+
+
+class VAPExpertLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VAPExpertLoader",
+            display_name="Load VAP Expert",
+            category="loaders/video_as_prompt",
+            description="Loads the Video-As-Prompt expert from models/vap: the pack's expert file, or a released VAP "
+                        "checkpoint (its index json or single file; only the expert tensors are read).",
+            inputs=[
+                io.Combo.Input("expert_name", options=folders.expert_choices()),
+                io.Combo.Input("dtype", options=DTYPE_CHOICES, default="default",
+                               tooltip="storage dtype of the expert's weights; default: what ComfyUI uses for "
+                                       "diffusion models on this device"),
+            ],
+            outputs=[VapExpert.Output(display_name="expert")],
+        )
+
+    @classmethod
+    def execute(cls, expert_name, dtype) -> io.NodeOutput:
+        return io.NodeOutput(load_expert_patcher(folders.full_path(expert_name), dtype))
+
+
+class VAPCheckpointLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VAPCheckpointLoader",
+            display_name="Load VAP Checkpoint (released)",
+            category="loaders/video_as_prompt",
+            description="Loads the released VAP checkpoint (diffusers layout, from models/vap): the frozen Wan 2.1 "
+                        "I2V backbone as a normal MODEL, and its expert. If you already have Comfy-Org's Wan 2.1 I2V "
+                        "480P file, use Load Diffusion Model + Load VAP Expert instead.",
+            inputs=[
+                io.Combo.Input("checkpoint", options=folders.released_choices()),
+                io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default"),
+                io.Combo.Input("expert_dtype", options=DTYPE_CHOICES, default="default"),
+            ],
+            outputs=[io.Model.Output(display_name="model"), VapExpert.Output(display_name="expert")],
+        )
+
+    @classmethod
+    def execute(cls, checkpoint, weight_dtype, expert_dtype) -> io.NodeOutput:
+        path = folders.full_path(checkpoint)
+        rel = read_released(path)
+        expert = load_expert_patcher(path, expert_dtype)
+        # memory-mapped tensors renamed to ComfyUI's Wan layout: ComfyUI copies each into its model once
+        model = comfy.sd.load_diffusion_model_state_dict(rel.backbone_tensors(), model_options=WEIGHT_DTYPES[weight_dtype])
+        if model is None:
+            raise ValueError(f"ComfyUI did not recognise the backbone of {checkpoint} as a Wan model.")
+        return io.NodeOutput(model, expert)

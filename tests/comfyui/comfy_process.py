@@ -1,0 +1,25 @@
+"""Start ComfyUI inside this Python process (CPU, an isolated --base-directory) with the pack and
+the test-only loaders installed. Used by the scripts that run with ComfyUI's own Python."""
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+
+
+def start(comfy_root: str, base: str):
+    sys.path[:0] = [comfy_root, str(ROOT), str(ROOT / "tests")]
+    from comfy.cli_args import args
+    args.cpu = True
+    args.base_directory = base  # read when folder_paths is imported, below
+    import utils.install_util  # noqa: F401  (ComfyUI's utils package before comfy/utils.py shadows it)
+    import nodes
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+    missing = [n for n in ("VAPExpertLoader", "VAPApplyExpert", "VAPEncodeReference", "VAPTestTextEncoderLoader")
+               if n not in nodes.NODE_CLASS_MAPPINGS]
+    if missing:
+        raise RuntimeError(f"nodes not registered: {missing}; see the import errors above")
+    return nodes

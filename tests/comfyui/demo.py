@@ -1,0 +1,48 @@
+"""Quick start: run the pack's shipped API workflow in a ComfyUI found on this machine, with tiny
+random models in place of the real 14B files, and print where the video was written.
+
+    python tests/comfyui/demo.py
+
+The tiny models have random weights, so the video is noise: this shows the graph running end to
+end (loaders, expert, reference encoding, KSampler, decode, save) on your ComfyUI, not a result.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import harness
+
+
+def main() -> int:
+    root, why = harness.find_comfyui()
+    python, why = harness.comfy_python(root) if root else (None, why)
+    if python is None:
+        print(f"{why}\n\nMeanwhile, the pure-PyTorch check of the VAP model against the paper's implementation:\n")
+        return subprocess.call([sys.executable, "-m", "vap_core.demo"], cwd=harness.ROOT)
+    base, output = root / "temp" / "vap_demo", root / "output"  # ComfyUI's own temp and output folders
+    print(f"ComfyUI: {root}\nwriting tiny random models to {base} ...")
+    harness.prepare_base(base, python, root)
+    server = harness.Server(root, python, base, output=output)
+    try:
+        print(f"queueing workflows/api/{harness.API_WORKFLOW.name} (tiny models, 64x64, 17 frames, 4 steps) "
+              f"on {server.url} ...")
+        start = time.monotonic()
+        history = server.run(harness.tiny_workflow(steps=4, length=17, changes={
+            ("SaveVideo", "filename_prefix"): "video/vap_tiny_demo"}))
+    finally:
+        server.stop()
+    error = harness.execution_error(history)
+    if error:
+        print(f"ComfyUI reported an error in node {error['node_type']}: {error['exception_message']}")
+        return 1
+    item = harness.saved_files(history)[0]
+    path = output / item["subfolder"] / item["filename"]
+    print(f"done in {time.monotonic() - start:.0f} s: {path}\n(tiny random models make noise; with the real "
+          "files, open workflows/vap_wan21_i2v_480p.json in ComfyUI)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

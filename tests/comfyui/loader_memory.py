@@ -1,0 +1,69 @@
+"""Peak memory of loading a backbone: VAPCheckpointLoader on a released checkpoint against the stock
+UNETLoader on the same tensors in ComfyUI's layout. Runs with ComfyUI's Python:
+
+    COMFY_PYTHON loader_memory.py COMFYUI_ROOT BASE_DIR {write,released,stock}
+
+`write` makes the random checkpoint (and its Wan-layout copy) in BASE_DIR; the other two load one
+of them in a fresh process and print one JSON line: the peak RSS added by the load, in bytes."""
+from __future__ import annotations
+
+import json
+import sys
+
+from comfy_process import start
+
+MODE = sys.argv[3]
+CONFIG = {"num_attention_heads": 8, "attention_head_dim": 128, "in_channels": 36, "out_channels": 16,
+          "text_dim": 4096, "image_dim": 1280, "freq_dim": 256, "ffn_dim": 4096, "num_layers": 16,
+          "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "patch_size": [1, 2, 2],
+          "added_kv_proj_dim": 1280, "block_idx_with_mot_ref": [0, 8]}
+NAME = "vap_memory_test"
+
+
+def peak_rss() -> int:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+
+
+def reset_peak():
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # resets VmHWM to the current RSS
+
+
+nodes = start(sys.argv[1], sys.argv[2])
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+base = Path(sys.argv[2])
+if MODE == "write":
+    from safetensors.torch import save_file
+
+    from helpers import write_random_released
+    from vap_core.released import read_released
+    sizes = write_random_released(base / "models" / "vap" / NAME, CONFIG, shards=3)
+    tensors = read_released(base / "models" / "vap" / NAME).backbone_tensors()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(base / "models" / "diffusion_models" / f"{NAME}.safetensors"))
+    print(json.dumps(sizes))
+    sys.exit(0)
+
+import gc  # noqa: E402
+
+gc.collect()
+reset_peak()
+before = peak_rss()
+with torch.no_grad():
+    if MODE == "released":
+        checkpoint = f"{NAME}/transformer/diffusion_pytorch_model.safetensors.index.json"
+        model, expert = nodes.NODE_CLASS_MAPPINGS["VAPCheckpointLoader"].execute(checkpoint, "default", "default").result
+    else:
+        model, expert = nodes.UNETLoader().load_unet(f"{NAME}.safetensors", "default")[0], None
+peak = peak_rss() - before
+
+
+def size(module) -> int:
+    return sum(p.numel() * p.element_size() for p in module.parameters()) if module is not None else 0
+
+
+print(json.dumps({"peak_added": peak, "model_bytes": size(model.model.diffusion_model),
+                  "expert_bytes": size(expert.model if expert is not None else None)}))

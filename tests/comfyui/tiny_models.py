@@ -1,0 +1,133 @@
+"""Tiny random models, in the real key layouts, under the file names the shipped workflow uses,
+plus a start image and reference videos. Runs with ComfyUI's Python (it reads ComfyUI's module
+shapes):  python tiny_models.py BASE_DIR   (BASE_DIR is a ComfyUI --base-directory)."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+from helpers import Case  # noqa: E402
+from vap_core.demo import write_released  # noqa: E402
+
+UNET = "wan2.1_i2v_480p_14B_fp16.safetensors"
+VAE = "wan_2.1_vae.safetensors"
+TEXT_ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
+CLIP_VISION = "clip_vision_h.safetensors"
+RELEASED = "Video-As-Prompt-Wan2.1-14B"
+EXPERT = f"{RELEASED}/transformer/diffusion_pytorch_model.safetensors.index.json"
+START_IMAGE = "vap_tiny_start.png"
+REFERENCE = "vap_tiny_reference.mp4"
+SHORT_REFERENCE = "vap_tiny_short.mp4"
+GIF_REFERENCE = "vap_tiny_reference.gif"
+NOT_A_VIDEO = "vap_not_a_video.mp4"
+T2V_UNET = "wan2.1_t2v_tiny.safetensors"  # a wrong backbone: text-to-video
+NOT_AN_EXPERT = "not_an_expert.safetensors"  # a Wan diffusion model placed in models/vap
+SIZE = 64
+TINY_CLIP_VISION = {"hidden_size": 1280, "intermediate_size": 256, "num_attention_heads": 16, "num_hidden_layers": 2,
+                    "image_size": 224, "patch_size": 14, "projection_dim": 64, "num_channels": 3, "hidden_act": "gelu",
+                    "layer_norm_eps": 1e-5, "model_type": "clip_vision_model"}
+TEXT_VOCAB = 1024
+
+
+def random_like(shapes: dict, seed: int) -> dict:
+    """Random weights scaled by fan-in; norm scales 1, biases 0."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, shape in shapes.items():
+        if name.endswith("bias"):
+            out[name] = torch.zeros(shape)
+        elif len(shape) <= 1 or name.endswith(("gamma", "layer_norm1.weight", "layer_norm2.weight")) or "norm" in name:
+            out[name] = torch.ones(shape)
+        else:
+            out[name] = torch.randn(shape, generator=g) / math.sqrt(max(1, math.prod(shape[1:])))
+    return {k: v.to(torch.bfloat16) for k, v in out.items()}
+
+
+def meta_shapes(build) -> dict:
+    with torch.device("meta"):
+        module = build()
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def write_vae(path: Path):
+    import comfy.ldm.wan.vae
+    shapes = meta_shapes(lambda: comfy.ldm.wan.vae.WanVAE(
+        dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+        temperal_downsample=[False, True, True], dropout=0.0))
+    save_file(random_like(shapes, 1), str(path))
+
+
+def write_clip_vision(path: Path):
+    import comfy.clip_model
+    import comfy.ops
+    shapes = meta_shapes(lambda: comfy.clip_model.CLIPVisionModelProjection(
+        TINY_CLIP_VISION, torch.float32, "meta", comfy.ops.manual_cast))
+    save_file(random_like(shapes, 2), str(path), metadata={"config": json.dumps(TINY_CLIP_VISION)})
+
+
+def write_text_encoder(path: Path):
+    g = torch.Generator().manual_seed(3)
+    save_file({"embedding.weight": torch.randn(TEXT_VOCAB, 4096, generator=g).to(torch.bfloat16)}, str(path))
+
+
+def write_videos(input_dir: Path):
+    from PIL import Image
+    g = np.random.default_rng(4)
+    Image.fromarray(g.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)).save(input_dir / START_IMAGE)
+    write_video(input_dir / REFERENCE, 17, seed=5)
+    write_video(input_dir / SHORT_REFERENCE, 3, seed=6)
+    frames = [Image.fromarray(g.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8)) for _ in range(11)]
+    frames[0].save(input_dir / GIF_REFERENCE, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    (input_dir / NOT_A_VIDEO).write_bytes(b"this is not a video file\n" * 10)
+
+
+def write_video(path: Path, frames: int, seed: int, fps: int = 16):
+    import av
+    g = np.random.default_rng(seed)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width = stream.height = SIZE
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            image = np.clip(g.normal(128, 60, (SIZE, SIZE, 3)) + i * 8, 0, 255).astype(np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+
+
+def write_all(base: Path):
+    models, input_dir = base / "models", base / "input"
+    for sub in ("diffusion_models", "vae", "text_encoders", "clip_vision", "vap"):
+        (models / sub).mkdir(parents=True, exist_ok=True)
+    input_dir.mkdir(parents=True, exist_ok=True)
+    case = Case("case_comfy")
+    backbone = {k: v.contiguous() for k, v in case.group("comfy_backbone").items()}
+    save_file(backbone, str(models / "diffusion_models" / UNET))
+    save_file(backbone, str(models / "vap" / NOT_AN_EXPERT))
+    t2v = {k: v for k, v in backbone.items() if not k.startswith("img_emb.") and "_img" not in k}
+    t2v["patch_embedding.weight"] = backbone["patch_embedding.weight"][:, :16].contiguous()
+    save_file(t2v, str(models / "diffusion_models" / T2V_UNET))
+    write_released(models / "vap" / RELEASED, case.group("official"), case.config, shards=2)
+    write_vae(models / "vae" / VAE)
+    write_text_encoder(models / "text_encoders" / TEXT_ENCODER)
+    write_clip_vision(models / "clip_vision" / CLIP_VISION)
+    write_videos(input_dir)
+
+
+if __name__ == "__main__":
+    comfy_root = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+    if comfy_root:
+        sys.path.insert(0, str(comfy_root))
+    from comfy.cli_args import args
+    args.cpu = True  # before comfy.model_management is imported
+    write_all(Path(sys.argv[1]))
+    print("tiny models written")

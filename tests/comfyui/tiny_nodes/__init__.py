@@ -1,0 +1,73 @@
+"""Test-only ComfyUI loaders for the tiny text encoder and CLIP vision model that tiny_models.py
+writes (the stock loaders always build the full-size models). They take the same inputs as
+CLIPLoader and CLIPVisionLoader, so a workflow switches to them by class_type alone."""
+import os
+import zlib
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+import comfy.clip_vision
+import folder_paths
+
+TEXT_LEN = 512  # umT5's output length in ComfyUI's Wan text encoder
+
+
+class TinyTextEncoder:
+    """A random embedding table looked up by hashed words, zero-padded to 512 tokens like umT5's output."""
+
+    def __init__(self, table):
+        self.table = table
+
+    def tokenize(self, text, **kwargs):
+        return [zlib.crc32(word.encode()) % self.table.shape[0] for word in text.split()][:TEXT_LEN]
+
+    def encode_from_tokens_scheduled(self, tokens, **kwargs):
+        cond = torch.zeros(1, TEXT_LEN, self.table.shape[1])
+        if tokens:
+            cond[0, :len(tokens)] = self.table[torch.tensor(tokens)]
+        return [[cond, {"pooled_output": None}]]
+
+
+class VAPTestTextEncoderLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"clip_name": (folder_paths.get_filename_list("text_encoders"),), "type": (["wan"],)},
+                "optional": {"device": (["default", "cpu"],)}}
+
+    RETURN_TYPES = ("CLIP",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self, clip_name, type, device="default"):
+        sd = load_file(folder_paths.get_full_path_or_raise("text_encoders", clip_name))
+        return (TinyTextEncoder(sd["embedding.weight"].float()),)
+
+
+class VAPTestCLIPVisionLoader:
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"clip_name": (folder_paths.get_filename_list("clip_vision"),)}}
+
+    RETURN_TYPES = ("CLIP_VISION",)
+    FUNCTION = "load"
+    CATEGORY = "testing"
+
+    def load(self, clip_name):
+        path = folder_paths.get_full_path_or_raise("clip_vision", clip_name)
+        with safe_open(path, "pt") as f:
+            config = f.metadata()["config"]
+        config_path = os.path.join(folder_paths.get_temp_directory(), "vap_tiny_clip_vision.json")
+        os.makedirs(os.path.dirname(config_path), exist_ok=True)
+        with open(config_path, "w") as out:
+            out.write(config)
+        model = comfy.clip_vision.ClipVisionModel(config_path)
+        missing, unexpected = model.load_sd(load_file(path))
+        if missing or unexpected:
+            raise ValueError(f"tiny CLIP vision file does not match: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        return (model,)
+
+
+NODE_CLASS_MAPPINGS = {"VAPTestTextEncoderLoader": VAPTestTextEncoderLoader,
+                       "VAPTestCLIPVisionLoader": VAPTestCLIPVisionLoader}

@@ -1,0 +1,228 @@
+"""Integration tests against a real ComfyUI with the real pack (skipped, with the reason, when no
+ComfyUI is found; see tests/comfyui/harness.py)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+sys.path.insert(0, str(Path(__file__).parent / "comfyui"))
+import harness  # noqa: E402
+import tiny_models as tiny  # noqa: E402
+import ui_workflow  # noqa: E402
+
+NODE_IDS = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference")
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    root, why = harness.find_comfyui()
+    if root is None:
+        pytest.skip(why)
+    python, why = harness.comfy_python(root)
+    if python is None:
+        pytest.skip(why)
+    base = tmp_path_factory.mktemp("comfy_base")
+    harness.prepare_base(base, python, root)
+    return root, python, base
+
+
+@pytest.fixture(scope="module")
+def server(comfy):
+    root, python, base = comfy
+    srv = harness.Server(root, python, base)
+    yield srv
+    srv.stop()
+
+
+def with_latent_output(graph: dict) -> dict:
+    """Also save the sampled latent (exact numbers, unlike the lossy video)."""
+    sampler = next(k for k, n in graph.items() if n["class_type"] == "KSampler")
+    graph["900"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0], "filename_prefix": "latents/vap_test"}}
+    return graph
+
+
+def run_latent(server, base: Path, graph: dict):
+    history = server.run(with_latent_output(graph))
+    assert harness.execution_error(history) is None, harness.execution_error(history)
+    item = history["outputs"]["900"]["latents"][0]
+    return load_file(str(base / "output" / item["subfolder"] / item["filename"]))["latent_tensor"]
+
+
+def test_golden_equality_inside_comfyui(comfy):
+    root, python, base = comfy
+    proc = subprocess.run([python, str(harness.HERE / "golden_in_comfy.py"), str(root), str(base)],
+                          capture_output=True, text=True, env=harness.comfy_env(), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(result)
+    assert result["dtype"] == "torch.float32" and result["expert_dtype"] == "torch.float32"
+    for name in ("batched", "one_at_a_time"):  # cond row (reference caption) and uncond row (its negative)
+        assert max(result[name]) <= 1e-4, (name, result[name])
+    assert max(result["window_empty"]) <= 1e-4  # an empty step window is plain Wan
+    assert result["expert_effect"] > 100 * 1e-4  # the tolerance is far below what the expert changes
+
+
+def test_pack_loads_and_every_node_is_listed(server):
+    info = server.get("/object_info")
+    assert [n for n in NODE_IDS if n not in info] == []
+    assert "IMPORT FAILED" not in "\n".join(l for l in server.log_text().splitlines() if "Video-As-Prompt" in l)
+    experts = options(info["VAPExpertLoader"]["input"]["required"]["expert_name"])
+    assert tiny.EXPERT in experts and tiny.NOT_AN_EXPERT in experts  # the released index json is listed...
+    assert not any("-of-" in n for n in experts)  # ...its shards are not
+    assert options(info["VAPCheckpointLoader"]["input"]["required"]["checkpoint"]) == [tiny.EXPERT]
+    assert info["VAPApplyExpert"]["output"] == ["MODEL"]
+    assert info["VAPEncodeReference"]["output"] == ["CONDITIONING", "CONDITIONING"]
+
+
+def test_ui_workflow_is_the_api_workflow_for_this_comfyui(server):
+    """The shipped UI graph has exactly the API graph's nodes, links and widget values, laid out
+    the way this ComfyUI's /object_info describes the nodes (regenerate: tests/comfyui/ui_workflow.py)."""
+    api = json.loads(harness.API_WORKFLOW.read_text())
+    assert json.loads(ui_workflow.UI_WORKFLOW.read_text()) == ui_workflow.api_to_ui(api, server.get("/object_info"))
+
+
+def options(spec) -> list:
+    """The choices of a combo input in /object_info (V3 nodes: ["COMBO", {"options": [...]}])."""
+    return spec[1]["options"] if spec[0] == "COMBO" else spec[0]
+
+
+def test_api_workflow_runs_end_to_end_and_writes_the_video(server, comfy):
+    base = comfy[2]
+    history = server.run(harness.tiny_workflow(steps=2, length=9))
+    assert harness.execution_error(history) is None, harness.execution_error(history)
+    files = harness.saved_files(history)
+    assert len(files) == 1
+    path = base / "output" / files[0]["subfolder"] / files[0]["filename"]
+    with av.open(str(path)) as video:
+        frames = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+    assert len(frames) == 9 and frames[0].shape == (tiny.SIZE, tiny.SIZE, 3)
+
+
+def plain_wan(graph: dict) -> dict:
+    """The same graph without the pack: UNETLoader straight to ModelSamplingSD3, WanImageToVideo's
+    conditioning straight to the KSampler."""
+    ids = {n["class_type"]: k for k, n in graph.items()}
+    graph[ids["ModelSamplingSD3"]]["inputs"]["model"] = [ids["UNETLoader"], 0]
+    sampler = graph[ids["KSampler"]]["inputs"]
+    sampler["positive"], sampler["negative"] = [ids["WanImageToVideo"], 0], [ids["WanImageToVideo"], 1]
+    for kind in ("VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference"):
+        del graph[ids[kind]]
+    return graph
+
+
+def test_reference_changes_output_and_an_empty_window_is_plain_wan(server, comfy):
+    base = comfy[2]
+    vap = run_latent(server, base, harness.tiny_workflow(steps=2))
+    plain = run_latent(server, base, plain_wan(harness.tiny_workflow(steps=2)))
+    empty = run_latent(server, base, harness.tiny_workflow(
+        steps=2, changes={("VAPApplyExpert", "start_percent"): 0.4, ("VAPApplyExpert", "end_percent"): 0.4}))
+    other_ref = run_latent(server, base, harness.tiny_workflow(steps=2, changes={("VAPLoadReferenceVideo", "selection"): "first"}))
+    assert (vap - plain).abs().max() > 1e-3
+    assert (vap - other_ref).abs().max() > 1e-4  # other reference frames, other video
+    assert np.array_equal(empty.numpy(), plain.numpy())  # bit for bit
+
+
+def expect_error(server, graph: dict, *words: str):
+    status, answer = server.queue(graph)
+    if status == 400:  # refused at validation (e.g. a file that is not in the list)
+        text = json.dumps(answer)
+    else:
+        error = harness.execution_error(server.wait(answer["prompt_id"]))
+        assert error is not None, f"expected an error mentioning {words}"
+        text = error["exception_message"]
+    for word in words:
+        assert word in text, text
+    return text
+
+
+def test_bad_inputs_come_back_as_clear_errors_and_the_server_keeps_serving(server, comfy):
+    wf = harness.tiny_workflow
+    expect_error(server, wf(changes={("VAPExpertLoader", "expert_name"): "missing_expert.safetensors"}),
+                 "missing_expert.safetensors' is not in models/vap")
+    expect_error(server, wf(changes={("VAPExpertLoader", "expert_name"): tiny.NOT_AN_EXPERT}),
+                 "not a VAP expert", "Load Diffusion Model")
+    expect_error(server, wf(changes={("UNETLoader", "unet_name"): tiny.T2V_UNET}), "text-to-video", "Wan 2.1 image-to-video")
+    expect_error(server, wf(changes={("VAPLoadReferenceVideo", "video"): tiny.SHORT_REFERENCE,
+                               ("VAPLoadReferenceVideo", "selection"): "first"}), "has 3 frames")
+    expect_error(server, wf(changes={("VAPLoadReferenceVideo", "video"): tiny.NOT_A_VIDEO}), "cannot be read as a video")
+    expect_error(server, wf(changes={("VAPEncodeReference", "width"): 32}), "set VAPEncodeReference's width and height")
+    history = server.run(wf(steps=1))  # and the next prompt runs normally
+    assert harness.execution_error(history) is None
+
+
+def from_released_checkpoint(graph: dict) -> dict:
+    """Backbone and expert both from the released checkpoint through VAPCheckpointLoader."""
+    ids = {n["class_type"]: k for k, n in graph.items()}
+    graph[ids["UNETLoader"]] = {"class_type": "VAPCheckpointLoader", "inputs": {
+        "checkpoint": tiny.EXPERT, "weight_dtype": "default", "expert_dtype": "default"}}
+    apply = graph[ids["VAPApplyExpert"]]["inputs"]
+    apply["model"], apply["expert"] = [ids["UNETLoader"], 0], [ids["UNETLoader"], 1]
+    del graph[ids["VAPExpertLoader"]]
+    return graph
+
+
+def test_checkpoint_loader_gives_the_same_model_as_the_stock_loader(server, comfy):
+    base = comfy[2]
+    stock = run_latent(server, base, harness.tiny_workflow(steps=2))
+    released = run_latent(server, base, from_released_checkpoint(harness.tiny_workflow(steps=2)))
+    assert np.array_equal(stock.numpy(), released.numpy())
+
+
+def test_fp8_weights_cfg1_and_a_latent_batch(server, comfy):
+    base = comfy[2]
+    default = run_latent(server, base, harness.tiny_workflow(steps=2))
+    fp8 = run_latent(server, base, harness.tiny_workflow(steps=2, changes={
+        ("UNETLoader", "weight_dtype"): "fp8_e4m3fn", ("VAPExpertLoader", "dtype"): "fp8_e4m3fn"}))
+    assert 0 < (fp8 - default).abs().max() < 0.25 * default.abs().max()  # rounded weights, same model
+    batch = run_latent(server, base, harness.tiny_workflow(steps=2, changes={
+        ("WanImageToVideo", "batch_size"): 2, ("KSampler", "cfg"): 1.0}))
+    assert batch.shape[0] == 2 and bool(batch.isfinite().all())
+
+
+def test_other_reference_sources(server, comfy):
+    """An animated GIF through VAPLoadReferenceVideo, and frames from ComfyUI's own LoadVideo +
+    GetVideoComponents straight into VAPEncodeReference."""
+    base = comfy[2]
+    one_euler_step = {("KSampler", "steps"): 1, ("KSampler", "sampler_name"): "euler"}
+    gif = run_latent(server, base, harness.tiny_workflow(changes={
+        **one_euler_step, ("VAPLoadReferenceVideo", "video"): tiny.GIF_REFERENCE,
+        ("VAPLoadReferenceVideo", "selection"): "first"}))
+    graph = harness.tiny_workflow(changes=one_euler_step)
+    ids = {n["class_type"]: k for k, n in graph.items()}
+    graph["901"] = {"class_type": "LoadVideo", "inputs": {"file": tiny.REFERENCE}}
+    graph["902"] = {"class_type": "GetVideoComponents", "inputs": {"video": ["901", 0]}}
+    graph[ids["VAPEncodeReference"]]["inputs"]["reference"] = ["902", 0]
+    del graph[ids["VAPLoadReferenceVideo"]]
+    stock = run_latent(server, base, graph)
+    plain = run_latent(server, base, plain_wan(harness.tiny_workflow(changes=one_euler_step)))
+    assert gif.shape == stock.shape == plain.shape
+    # a single step at sigma 1 (the expert acts there too), and each reference gives its own result
+    assert (gif - stock).abs().max() > 1e-3 and (stock - plain).abs().max() > 1e-3
+
+
+def test_checkpoint_loader_holds_no_second_copy_of_the_backbone(comfy):
+    """VAPCheckpointLoader's peak memory, less the expert it also loads, is that of the stock
+    UNETLoader reading the same backbone from a Wan-layout file."""
+    root, python, base = comfy
+    script = str(harness.HERE / "loader_memory.py")
+
+    def run(mode):
+        proc = subprocess.run([python, script, str(root), str(base), mode], capture_output=True, text=True,
+                              env=harness.comfy_env(), timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    sizes = run("write")
+    released, stock = run("released"), run("stock")
+    print(f"\nbackbone file {sizes['backbone_bytes'] / 2**20:.0f} MiB; model in memory {stock['model_bytes'] / 2**20:.0f} MiB; "
+          f"peak added: stock {stock['peak_added'] / 2**20:.0f} MiB, released {released['peak_added'] / 2**20:.0f} MiB "
+          f"(of which expert {released['expert_bytes'] / 2**20:.0f} MiB)")
+    assert released["model_bytes"] == stock["model_bytes"]
+    assert released["peak_added"] - released["expert_bytes"] <= 1.05 * stock["peak_added"] + 32 * 2**20

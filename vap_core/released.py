@@ -1,0 +1,55 @@
+"""The released VAP checkpoint (diffusers layout): which of its tensors are backbone and which expert."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .backbone import WanI2V
+from .checkpoint import TensorSource, check_tensors, locate_released, module_shapes
+from .config import WanConfig
+from .errors import CheckpointMismatchError, NotACheckpointError
+from .fingerprint import backbone_fingerprint
+from .keys import convert_released_name
+
+
+@dataclass
+class Released:
+    src: str
+    cfg: WanConfig
+    layers: tuple  # backbone layers that carry an expert block
+    tensors: TensorSource
+    backbone: dict  # Wan-layout name -> released name
+    expert: dict
+
+    def fingerprint(self) -> str:
+        """Fingerprint of the backbone stored in this checkpoint (reads two small tensors)."""
+        return backbone_fingerprint(lambda w: self.tensors.get(self.backbone[w]), self.cfg.num_layers, self.cfg.dim)
+
+    def backbone_tensors(self) -> dict:
+        """The frozen backbone's tensors under Wan-layout names (ComfyUI's), checked against the
+        architecture. They are safetensors' memory-mapped tensors, not copies: the caller's loader
+        copies each into its model once, so no second copy of the backbone is ever held."""
+        expected = module_shapes(WanI2V(self.cfg, device="meta"))
+        check_tensors(expected, {w: self.tensors.shape(n) for w, n in self.backbone.items()}, f"{self.src} (backbone)")
+        return {w: self.tensors.get(n) for w, n in self.backbone.items()}
+
+
+def read_released(src) -> Released:
+    """Locate the checkpoint and sort its tensor names; reads no tensor data."""
+    config, tensors = locate_released(src)
+    cfg = WanConfig.from_diffusers(config, str(src))
+    parts = {"backbone": {}, "expert": {}}
+    for name in tensors.names():
+        try:
+            converted = convert_released_name(name)
+        except KeyError:
+            raise CheckpointMismatchError(
+                f"{src}: unexpected tensor {name}; this is not a Wan 2.1 VAP checkpoint.") from None
+        if converted is not None:
+            part, wan_name = converted
+            parts[part][wan_name] = name
+    layers = config.get("block_idx_with_mot_ref")
+    if not layers or not parts["expert"]:
+        raise NotACheckpointError(
+            f"{src} holds no Video-As-Prompt expert (no *_mot_ref tensors / block_idx_with_mot_ref): it is a "
+            "plain Wan checkpoint. Point to the released VAP checkpoint.")
+    return Released(str(src), cfg, tuple(sorted(int(i) for i in layers)), tensors, parts["backbone"], parts["expert"])
