@@ -112,6 +112,8 @@ class ExpertRunner:
             def replacement(args, extra):
                 e = args["vec"]
                 if e.ndim == 4:  # (B, 1, 6, dim): one timestep per row
+                    if e.shape[1] != 1:
+                        raise InputError("VAP supports one timestep per video, not per frame.")
                     e = e[:, 0]
                 out, stream["ref"] = joint_layer(block, expert_block, args["img"], stream["ref"], e, ref_e,
                                                  args["pe"], ref_freqs, args["txt"], ref_ctx, img_len, ref_img_len,

@@ -149,6 +149,7 @@ def test_bad_inputs_come_back_as_clear_errors_and_the_server_keeps_serving(serve
     expect_error(server, wf(changes={("VAPExpertLoader", "expert_name"): tiny.NOT_AN_EXPERT}),
                  "not a VAP expert", "Load Diffusion Model")
     expect_error(server, wf(changes={("UNETLoader", "unet_name"): tiny.T2V_UNET}), "text-to-video", "Wan 2.1 image-to-video")
+    expect_error(server, wf(changes={("UNETLoader", "unet_name"): tiny.WIDE_UNET}), "width 256", "width 128")
     expect_error(server, wf(changes={("VAPLoadReferenceVideo", "video"): tiny.SHORT_REFERENCE,
                                ("VAPLoadReferenceVideo", "selection"): "first"}), "has 3 frames")
     expect_error(server, wf(changes={("VAPLoadReferenceVideo", "video"): tiny.NOT_A_VIDEO}), "cannot be read as a video")
@@ -226,3 +227,30 @@ def test_checkpoint_loader_holds_no_second_copy_of_the_backbone(comfy):
           f"(of which expert {released['expert_bytes'] / 2**20:.0f} MiB)")
     assert released["model_bytes"] == stock["model_bytes"]
     assert released["peak_added"] - released["expert_bytes"] <= 1.05 * stock["peak_added"] + 32 * 2**20
+
+
+def with_lora(graph: dict, strength: float) -> dict:
+    """A LoRA on the backbone, between the stock loader and Apply VAP Expert."""
+    ids = {n["class_type"]: k for k, n in graph.items()}
+    graph["903"] = {"class_type": "LoraLoaderModelOnly", "inputs": {
+        "model": [ids["UNETLoader"], 0], "lora_name": tiny.LORA, "strength_model": strength}}
+    graph[ids["VAPApplyExpert"]]["inputs"]["model"] = ["903", 0]
+    return graph
+
+
+def test_a_lora_on_the_backbone_reaches_the_joint_layers(server, comfy):
+    base = comfy[2]
+    without = run_latent(server, base, harness.tiny_workflow(steps=2))
+    zero = run_latent(server, base, with_lora(harness.tiny_workflow(steps=2), 0.0))
+    lora = run_latent(server, base, with_lora(harness.tiny_workflow(steps=2), 1.0))
+    assert np.array_equal(zero.numpy(), without.numpy())
+    assert (lora - without).abs().max() > 1e-3  # it patches layer 0's q, which the joint layer calls
+
+
+def test_other_backbone_weights_warn_but_run(server):
+    log_before = server.log_text()
+    history = server.run(harness.tiny_workflow(steps=1, changes={("UNETLoader", "unet_name"): tiny.RETRAINED_UNET}))
+    assert harness.execution_error(history) is None
+    new_log = server.log_text()[len(log_before):]
+    assert "differ from the backbone the expert was trained with" in new_log
+    assert "differ from the backbone" not in log_before  # the right backbone gave no warning

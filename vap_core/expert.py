@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from .checkpoint import TensorSource, load_strict
-from .released import read_released
 from .config import WanConfig
 from .errors import IncompatibleExpertError, NotACheckpointError
 from .layers import StreamEmbedders, WanBlock
+from .released import read_released
 
 FORMAT = "vap-expert/1"
 

@@ -32,6 +32,9 @@ GIF_REFERENCE = "vap_tiny_reference.gif"
 NOT_A_VIDEO = "vap_not_a_video.mp4"
 T2V_UNET = "wan2.1_t2v_tiny.safetensors"  # a wrong backbone: text-to-video
 NOT_AN_EXPERT = "not_an_expert.safetensors"  # a Wan diffusion model placed in models/vap
+WIDE_UNET = "wan2.1_i2v_wider_tiny.safetensors"  # Wan 2.1 I2V of another width (like 1.3B vs 14B)
+RETRAINED_UNET = "wan2.1_i2v_other_weights_tiny.safetensors"  # same sizes, other weights (a fine-tune)
+LORA = "vap_tiny_lora.safetensors"  # a LoRA on the first (expert) layer's self-attention q
 SIZE = 64
 TINY_CLIP_VISION = {"hidden_size": 1280, "intermediate_size": 256, "num_attention_heads": 16, "num_hidden_layers": 2,
                     "image_size": 224, "patch_size": 14, "projection_dim": 64, "num_channels": 3, "hidden_act": "gelu",
@@ -57,6 +60,16 @@ def meta_shapes(build) -> dict:
     with torch.device("meta"):
         module = build()
     return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def wider(backbone: dict) -> dict:
+    """Random Wan 2.1 I2V weights twice as wide as `backbone` (same depth, ComfyUI's head rule)."""
+    from vap_core.backbone import WanI2V
+    from vap_core.config import WanConfig
+    dim = 2 * backbone["head.modulation"].shape[-1]
+    layers = len({k.split(".")[1] for k in backbone if k.startswith("blocks.")})
+    cfg = WanConfig(dim=dim, num_heads=dim // 128, ffn_dim=2 * dim, num_layers=layers)
+    return random_like(meta_shapes(lambda: WanI2V(cfg)), 8)
 
 
 def write_vae(path: Path):
@@ -116,6 +129,15 @@ def write_all(base: Path):
     t2v = {k: v for k, v in backbone.items() if not k.startswith("img_emb.") and "_img" not in k}
     t2v["patch_embedding.weight"] = backbone["patch_embedding.weight"][:, :16].contiguous()
     save_file(t2v, str(models / "diffusion_models" / T2V_UNET))
+    save_file(wider(backbone), str(models / "diffusion_models" / WIDE_UNET))
+    other = dict(backbone, **{k: backbone[k] + 0.5 for k in ("head.modulation", "blocks.0.modulation")})
+    save_file(other, str(models / "diffusion_models" / RETRAINED_UNET))
+    (models / "loras").mkdir(exist_ok=True)
+    g = torch.Generator().manual_seed(7)
+    dim = backbone["blocks.0.self_attn.q.weight"].shape[0]
+    save_file({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.randn(4, dim, generator=g) * 0.5,
+               "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.randn(dim, 4, generator=g) * 0.5},
+              str(models / "loras" / LORA))
     write_released(models / "vap" / RELEASED, case.group("official"), case.config, shards=2)
     write_vae(models / "vae" / VAE)
     write_text_encoder(models / "text_encoders" / TEXT_ENCODER)
