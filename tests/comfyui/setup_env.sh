@@ -19,4 +19,4 @@ grep -v -E '^(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > "$C
 SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cp "$(dirname "$0")/torchvision_cpu_shim.py" "$SITE/torchvision_cpu_shim.py"
 echo "import torchvision_cpu_shim" > "$SITE/torchvision_cpu_shim.pth"
-"$VPY" -c "import torchvision, comfy; print('ComfyUI environment ready')" || "$VPY" -c "import torchvision"
+(cd "$COMFY" && "$VPY" -c "import torchvision, aiohttp, comfy.options; print('ComfyUI environment ready:', '$VPY')")
