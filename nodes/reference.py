@@ -95,8 +95,8 @@ class VAPEncodeReference(io.ComfyNode):
             raise InputError(f"the reference must be video frames (IMAGE batch), got shape {tuple(reference.shape)}.")
         ref_x = encode_reference_input(vae, reference, width, height)
         clip_tokens = clip_vision.encode_image(reference[:1, :, :, :3], crop=True).penultimate_hidden_states
-        positive = _with_reference(positive, ref_x, _caption(reference_positive, "reference_positive"), clip_tokens)
-        negative = _with_reference(negative, ref_x, _caption(reference_negative, "reference_negative"), clip_tokens)
+        positive = with_reference(positive, ref_x, _caption(reference_positive, "reference_positive"), clip_tokens)
+        negative = with_reference(negative, ref_x, _caption(reference_negative, "reference_negative"), clip_tokens)
         return io.NodeOutput(positive, negative)
 
 
@@ -120,7 +120,9 @@ def _caption(conditioning, name: str) -> torch.Tensor:
     return conditioning[0][0]
 
 
-def _with_reference(conditioning, ref_x, caption, clip_tokens):
+def with_reference(conditioning, ref_x, caption, clip_tokens):
+    """CONDITIONING rows that also carry the reference (in model_conds: batched per row by ComfyUI
+    and handed to WanModel's forward, where binding.ExpertRunner takes them)."""
     out = []
     for tokens, options in conditioning:
         options = options.copy()

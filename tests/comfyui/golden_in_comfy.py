@@ -38,7 +38,7 @@ def conditioning(case_in, row):
     options = {"concat_latent_image": comfy.latent_formats.Wan21().process_out(x[:, 20:]), "concat_mask": mask,
                "clip_vision_output": clip}
     cond = [[pad(case_in["context"][row:row + 1]), options]]
-    return REFERENCE._with_reference(cond, case_in["ref_x"][:1], pad(case_in["ref_context"][row:row + 1]),
+    return REFERENCE.with_reference(cond, case_in["ref_x"][:1], pad(case_in["ref_context"][row:row + 1]),
                                      case_in["ref_clip_fea"][row:row + 1])
 
 
