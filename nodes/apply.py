@@ -9,7 +9,7 @@ from comfy_api.latest import io
 
 from ..vap_core.errors import IncompatibleExpertError
 from ..vap_core.fingerprint import fingerprint_matches
-from .binding import KEY, ExpertRunner, StepWindow
+from .binding import KEY, VAPRunner
 from .loaders import VapExpert
 
 # fp8-stored backbones round their modulation tables by up to ~6%
@@ -48,10 +48,9 @@ class VAPApplyExpert(io.ComfyNode):
         m.set_additional_models(KEY, [expert.clone()])
         for kind in (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, comfy.patcher_extension.WrappersMP.OUTER_SAMPLE):
             m.remove_wrappers_with_key(kind, KEY)  # one expert per model: a second apply replaces the first
-        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY,
-                               ExpertRunner(module, None if rope_delta < 0 else rope_delta))
-        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY,
-                               StepWindow(start_percent, end_percent))
+        runner = VAPRunner(module, None if rope_delta < 0 else rope_delta, start_percent, end_percent)
+        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, runner.diffusion_model)
+        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, runner.outer_sample)
         return io.NodeOutput(m)
 
 

@@ -5,7 +5,6 @@ import os
 
 import torch
 
-import comfy.conds
 import comfy.latent_formats
 import comfy.utils
 import folder_paths
@@ -14,7 +13,7 @@ from comfy_api.latest import io
 
 from ..vap_core.errors import InputError
 from ..vap_core.frames import MODES
-from .binding import REF_CLIP, REF_CONTEXT, REF_X
+from .binding import REFERENCE, Reference, ReferenceCond
 from .video_file import SUFFIXES, read_frames
 
 
@@ -121,13 +120,12 @@ def _caption(conditioning, name: str) -> torch.Tensor:
 
 
 def with_reference(conditioning, ref_x, caption, clip_tokens):
-    """CONDITIONING rows that also carry the reference (in model_conds: batched per row by ComfyUI
-    and handed to WanModel's forward, where binding.ExpertRunner takes them)."""
+    """CONDITIONING rows that also carry the reference (in model_conds: ComfyUI hands it per row to
+    WanModel's forward, where binding.VAPRunner takes it)."""
+    reference = Reference(ref_x, caption, clip_tokens)
     out = []
     for tokens, options in conditioning:
         options = options.copy()
-        options["model_conds"] = {**options.get("model_conds", {}), REF_X: comfy.conds.CONDRegular(ref_x),
-                                  REF_CONTEXT: comfy.conds.CONDCrossAttn(caption),
-                                  REF_CLIP: comfy.conds.CONDRegular(clip_tokens)}
+        options["model_conds"] = {**options.get("model_conds", {}), REFERENCE: ReferenceCond(reference)}
         out.append([tokens, options])
     return out

@@ -67,6 +67,9 @@ def test_golden_equality_inside_comfyui(comfy):
         assert max(result[name]) <= 1e-4, (name, result[name])
     assert max(result["window_empty"]) <= 1e-4  # an empty step window is plain Wan
     assert result["expert_effect"] > 100 * 1e-4  # the tolerance is far below what the expert changes
+    # the reference is embedded once per sampling run (once for the caption, once for its negative)
+    assert max(result["three_calls"]) <= 1e-4
+    assert result["reference_embeddings_in_a_run_of_three_calls"] == 2
 
 
 def test_pack_loads_and_every_node_is_listed(server):

@@ -85,3 +85,16 @@ def test_comfy_backbone_file_plus_exported_expert(name, tmp_path):
     with torch.no_grad():
         assert max_err(model(**case.inputs()), case.tensors["out.vap"]) <= TOL
         assert max_err(model(**case.inputs(with_reference=False)), case.tensors["out.backbone"]) <= TOL
+
+
+def test_a_reference_embedded_once_serves_every_step(case_small, released_small):
+    """embed_reference once, then `reference=` at each call: the same output as passing ref_x."""
+    model = VAPTransformer.from_checkpoint(released_small)
+    inputs = case_small.inputs()
+    ref = {k: inputs.pop(k) for k in ("ref_x", "ref_context", "ref_clip_fea")}
+    with torch.no_grad():
+        reference = model.embed_reference(**ref, batch=inputs["x"].shape[0])
+        first = model(**inputs, reference=reference)
+        again = model(**inputs, reference=reference)
+    assert max_err(first, case_small.tensors["out.vap"]) <= TOL
+    assert max_err(first, again) == 0.0

@@ -7,6 +7,7 @@ Norms and modulation are computed in float32, as the paper's implementation does
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +33,34 @@ def embed_stream(emb, x, t, context, clip_fea, dtype):
     text = emb.text_embedding(context.to(dtype))
     image = emb.img_emb.proj(clip_fea.to(dtype))
     return tokens, temb, e, torch.cat([image, text], dim=1)
+
+
+@dataclass
+class ReferenceStream:
+    """The reference stream as it enters the first layer. It depends only on the reference (its
+    timestep is constant), so a sampling loop computes it once and reuses it at every step."""
+    tokens: torch.Tensor  # (B, L_ref, dim)
+    e: torch.Tensor  # (B, 6, dim) time input of the expert's modulation
+    context: torch.Tensor  # (B, n_img + n_txt, dim) its caption and first-frame CLIP tokens, embedded
+    context_img_len: int
+    grid: tuple  # (frames, height, width) in tokens
+
+    @staticmethod
+    def cat(rows: list["ReferenceStream"]) -> "ReferenceStream":
+        """Rows stacked into one batch (rows of one reference are shared, not copied)."""
+        first = rows[0]
+        if all(r is first for r in rows):
+            return ReferenceStream(*(t.expand(len(rows), *t.shape[1:]) for t in (first.tokens, first.e, first.context)),
+                                   first.context_img_len, first.grid)
+        return ReferenceStream(*(torch.cat(parts) for parts in zip(*((r.tokens, r.e, r.context) for r in rows))),
+                               first.context_img_len, first.grid)
+
+
+def embed_reference(expert, ref_x, ref_t, ref_context, ref_clip_fea, dtype) -> ReferenceStream:
+    """Embed the reference with the expert's own embedders; ref_context must be padded already."""
+    tokens, _, e, context = embed_stream(expert, ref_x, ref_t, ref_context, ref_clip_fea, dtype)
+    grid = tuple(s // p for s, p in zip(ref_x.shape[2:], expert.cfg.patch_size))
+    return ReferenceStream(tokens, e, context, ref_clip_fea.shape[1], grid)
 
 
 def norm32(x: torch.Tensor, eps: float) -> torch.Tensor:

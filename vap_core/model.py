@@ -11,7 +11,7 @@ from .config import WanConfig
 from .errors import InputError
 from .expert import VAPExpert, load_expert_file
 from .host import TORCH_HOST
-from .layer_step import embed_stream, joint_layer, plain_layer
+from .layer_step import ReferenceStream, embed_reference, embed_stream, joint_layer, plain_layer
 from .released import read_released
 from .rope import rope_table
 
@@ -56,9 +56,10 @@ class VAPTransformer(nn.Module):
         return cls(backbone, expert, where=where)
 
     def forward(self, x, t, context, clip_fea, ref_x=None, ref_context=None, ref_clip_fea=None,
-                ref_t=1.0, rope_delta=None):
+                ref_t=1.0, rope_delta=None, reference: ReferenceStream | None = None):
         """Target prediction (B, out_dim, F, H, W). Contexts are zero-padded to the text length
-        (512) here if shorter. With ref_x=None this is plain Wan 2.1 I2V."""
+        (512) here if shorter. With no reference this is plain Wan 2.1 I2V. In a sampling loop,
+        embed the reference once (embed_reference) and pass it as `reference` at every step."""
         cfg, host, dtype = self.cfg, self.host, self.dtype
         b = self._check_target(x, context, clip_fea)
         t = _per_row("t", t, b, x.device)
@@ -68,24 +69,29 @@ class VAPTransformer(nn.Module):
         img_len = clip_fea.shape[1]
 
         if ref_x is not None:
-            if self.expert is None:
-                raise InputError("ref_x was given but this model has no expert: load it with from_checkpoint "
-                                 "or from_files(wan, expert).")
-            ref_x, ref_context, ref_clip_fea = self._check_reference(x, ref_x, ref_context, ref_clip_fea)
-            ref_t = _per_row("ref_t", ref_t, b, x.device)
-            ref, _, ref_e, ref_ctx = embed_stream(self.expert, ref_x, ref_t, self._pad(ref_context),
-                                                  ref_clip_fea, dtype)
-            ref_grid = tuple(s // p for s, p in zip(ref_x.shape[2:], cfg.patch_size))
-            delta = ref_grid[0] if rope_delta is None else int(rope_delta)
-            ref_freqs = rope_table(cfg.head_dim, ref_grid, -delta, device=x.device)
+            reference = self.embed_reference(ref_x, ref_context, ref_clip_fea, b, ref_t)
+        if reference is not None:
+            self._check_embedded(reference, b, grid)
+            delta = reference.grid[0] if rope_delta is None else int(rope_delta)
+            ref_freqs = rope_table(cfg.head_dim, reference.grid, -delta, device=x.device)
+            ref = reference.tokens
 
         for i, block in enumerate(self.backbone.blocks):
-            if ref_x is not None and str(i) in self.expert.blocks:
-                tokens, ref = joint_layer(block, self.expert.blocks[str(i)], tokens, ref, e, ref_e, freqs,
-                                          ref_freqs, ctx, ref_ctx, img_len, ref_clip_fea.shape[1], host)
+            if reference is not None and str(i) in self.expert.blocks:
+                tokens, ref = joint_layer(block, self.expert.blocks[str(i)], tokens, ref, e, reference.e, freqs,
+                                          ref_freqs, ctx, reference.context, img_len, reference.context_img_len, host)
             else:
                 tokens = plain_layer(block, tokens, e, freqs, ctx, img_len, host)
         return self.backbone.output(tokens, temb, grid, host)
+
+    def embed_reference(self, ref_x, ref_context, ref_clip_fea, batch: int = 1, ref_t=1.0) -> ReferenceStream:
+        """The reference stream for a target batch of `batch` rows (ref_x may have 1 row or `batch`)."""
+        if self.expert is None:
+            raise InputError("a reference was given but this model has no expert: load it with from_checkpoint "
+                             "or from_files(wan, expert).")
+        ref_x, ref_context, ref_clip_fea = self._check_reference(batch, ref_x, ref_context, ref_clip_fea)
+        ref_t = _per_row("ref_t", ref_t, batch, ref_x.device)
+        return embed_reference(self.expert, ref_x, ref_t, self._pad(ref_context), ref_clip_fea, self.dtype)
 
     def _pad(self, context):
         n = self.cfg.text_len - context.shape[1]
@@ -105,24 +111,31 @@ class VAPTransformer(nn.Module):
         _check_tokens("clip_fea", clip_fea, b, cfg.image_dim)
         return b
 
-    def _check_reference(self, x, ref_x, ref_context, ref_clip_fea):
-        cfg, b = self.cfg, x.shape[0]
+    def _check_reference(self, b, ref_x, ref_context, ref_clip_fea):
+        cfg = self.cfg
         if ref_context is None or ref_clip_fea is None:
             raise InputError("a reference needs ref_context (its caption) and ref_clip_fea (CLIP tokens of its "
                              "first frame) as well as ref_x.")
         if ref_x.ndim != 5 or ref_x.shape[1] != cfg.in_dim:
             raise InputError(f"ref_x has shape {tuple(ref_x.shape)}; expected (batch, {cfg.in_dim}, frames, "
                              "height, width), the same 36-channel layout as x.")
-        if ref_x.shape[3:] != x.shape[3:]:
-            raise InputError(f"the reference's latent size {tuple(ref_x.shape[3:])} differs from the target's "
-                             f"{tuple(x.shape[3:])}; resize the reference video to the target's width and height.")
-        if ref_x.shape[2] % cfg.patch_size[0]:
-            raise InputError(f"ref_x has {ref_x.shape[2]} latent frames, not a multiple of {cfg.patch_size[0]}.")
+        if any(s % p for s, p in zip(ref_x.shape[2:], cfg.patch_size)):
+            raise InputError(f"ref_x's frames/height/width {tuple(ref_x.shape[2:])} must be multiples of the patch "
+                             f"size {cfg.patch_size}.")
         ref_x = _broadcast("ref_x", ref_x, b)
         ref_clip_fea = _broadcast("ref_clip_fea", ref_clip_fea, b)
         _check_tokens("ref_context", ref_context, b, cfg.text_dim, cfg.text_len)
         _check_tokens("ref_clip_fea", ref_clip_fea, b, cfg.image_dim)
         return ref_x, ref_context, ref_clip_fea
+
+    def _check_embedded(self, reference: ReferenceStream, b: int, grid: tuple):
+        if reference.tokens.shape[0] != b:
+            raise InputError(f"the reference was embedded for {reference.tokens.shape[0]} rows; x has {b}.")
+        if reference.grid[1:] != grid[1:]:
+            p = self.cfg.patch_size
+            raise InputError(f"the reference's latent size {tuple(g * s for g, s in zip(reference.grid[1:], p[1:]))} "
+                             f"differs from the target's {tuple(g * s for g, s in zip(grid[1:], p[1:]))}; resize the "
+                             "reference video to the target's width and height.")
 
 
 def _per_row(name, t, b, device):

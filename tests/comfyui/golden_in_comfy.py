@@ -42,7 +42,7 @@ def conditioning(case_in, row):
                                      case_in["ref_clip_fea"][row:row + 1])
 
 
-def evaluate(model, case_in, batched: bool):
+def evaluate(model, case_in, batched: bool, calls: int = 1):
     x16, sigma = case_in["x"][:, :16], float(case_in["t"][0]) / 1000.0
     captured = {}
 
@@ -58,7 +58,9 @@ def evaluate(model, case_in, batched: bool):
             for c in a["conds"]]
 
     def one_call(denoiser, x, sigmas, extra_args=None, callback=None, disable=None):
-        return denoiser(x16, sigmas[0] * x16.new_ones(x16.shape[0]), **extra_args)
+        for _ in range(calls):  # the same evaluation `calls` times in one sampling run
+            out = denoiser(x16, sigmas[0] * x16.new_ones(x16.shape[0]), **extra_args)
+        return out
 
     guider = comfy.samplers.CFGGuider(m)
     guider.set_conds(conditioning(case_in, 0), conditioning(case_in, 1))
@@ -82,4 +84,10 @@ with torch.no_grad():
         rows = evaluate(model, case_in, batched=name != "one_at_a_time")
         result[name] = [float((out - reference[i]).abs().max()) for i, out in enumerate(rows)]
     result["expert_effect"] = float((want - want_plain).abs().max())
+    embeddings = []
+    hook = expert.model.patch_embedding.register_forward_hook(lambda *a: embeddings.append(1))
+    rows = evaluate(vap, case_in, batched=True, calls=3)
+    hook.remove()
+    result["three_calls"] = [float((out - want[i]).abs().max()) for i, out in enumerate(rows)]
+    result["reference_embeddings_in_a_run_of_three_calls"] = len(embeddings)
     print(json.dumps(result))
