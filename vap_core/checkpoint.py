@@ -45,6 +45,8 @@ class TensorSource:
         self.files = [Path(f) for f in files]
         handles = [open_safetensors(f) for f in self.files]
         self._where = {name: h for h in handles for name in h.keys()}
+        self._file = {name: f for f, h in zip(self.files, handles) for name in h.keys()}
+        self._offsets = {}  # file -> (start of the data, header)
         self.metadata = handles[0].metadata() or {}
 
     def names(self) -> list[str]:
@@ -63,11 +65,31 @@ class TensorSource:
         return torch.Size(self.shape(name)).numel() * self.dtype(name).itemsize
 
     def get(self, name) -> torch.Tensor:
+        """The tensor as safetensors maps it from the file (no copy: pages are read when touched)."""
         try:
             return self._where[name].get_tensor(name)
         except Exception as err:
             raise CorruptCheckpointError(
                 f"tensor {name} cannot be read ({err}): the file is damaged; download or export it again.") from None
+
+    def read(self, name) -> torch.Tensor:
+        """A private copy read from the file. Converting it leaves no mapped pages behind, so loading
+        with a dtype change holds at most one source tensor beside the result."""
+        path = self._file[name]
+        if path not in self._offsets:
+            with open(path, "rb") as f:
+                size = int.from_bytes(f.read(8), "little")
+                self._offsets[path] = (8 + size, json.loads(f.read(size)))
+        data_start, header = self._offsets[path]
+        begin, end = header[name]["data_offsets"]
+        buf = torch.empty(end - begin, dtype=torch.uint8)
+        with open(path, "rb", buffering=0) as f:
+            f.seek(data_start + begin)
+            got = f.readinto(memoryview(buf.numpy())) if end > begin else 0
+        if got != end - begin:
+            raise CorruptCheckpointError(f"tensor {name} is cut short in {path}: the file is truncated; download "
+                                         "or export it again.")
+        return buf.view(self.dtype(name)).reshape(self.shape(name))
 
 
 def locate_released(path) -> tuple[dict, TensorSource]:
@@ -175,7 +197,7 @@ def load_strict(module: nn.Module, tensors: TensorSource, names: dict, where: st
     state = {}
     for i, (n, src) in enumerate(names.items()):
         target = torch.float32 if n in keep_fp32 else storage_dtype(n, tensors.shape(src), dtype)
-        state[n] = convert_dtype(tensors.get(src), target)
+        state[n] = convert_dtype(tensors.read(src), target)
         if progress:
             progress(i + 1, len(names))
     module.load_state_dict(state, strict=True, assign=True)
@@ -184,7 +206,7 @@ def load_strict(module: nn.Module, tensors: TensorSource, names: dict, where: st
 
 def convert_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     if dtype.itemsize == 1 and t.dtype.itemsize > 1:  # fp8 saturates instead of overflowing to NaN
-        t = t.float().clamp_(-torch.finfo(dtype).max, torch.finfo(dtype).max)
+        t = t.clamp(-torch.finfo(dtype).max, torch.finfo(dtype).max)  # exact in bf16/fp16/fp32: no upcast
     return t.to(dtype)
 
 

@@ -40,7 +40,7 @@ def export_expert(src, dst, dtype: str = "bf16", progress=None) -> dict:
 
     def produce(wan_name):
         nonlocal done
-        t = convert_dtype(tensors.get(names[wan_name]), out_dtype[wan_name])
+        t = convert_dtype(tensors.read(names[wan_name]), out_dtype[wan_name])
         done += tensors.nbytes(names[wan_name])
         if progress:
             progress(done, total)

@@ -1,10 +1,11 @@
-"""Peak memory of loading a backbone: VAPCheckpointLoader on a released checkpoint against the stock
-UNETLoader on the same tensors in ComfyUI's layout. Runs with ComfyUI's Python:
+"""Peak memory and time of loading: VAPCheckpointLoader on a released checkpoint, the stock
+UNETLoader on the same backbone in ComfyUI's layout, VAPExpertLoader on the released checkpoint.
+Runs with ComfyUI's Python:
 
-    COMFY_PYTHON loader_memory.py COMFYUI_ROOT BASE_DIR {write,released,stock}
+    COMFY_PYTHON loader_memory.py COMFYUI_ROOT BASE_DIR {write,released,stock,expert:DTYPE}
 
-`write` makes the random checkpoint (and its Wan-layout copy) in BASE_DIR; the other two load one
-of them in a fresh process and print one JSON line: the peak RSS added by the load, in bytes."""
+`write` makes the random checkpoint (and its Wan-layout copy) in BASE_DIR; the others load in a
+fresh process and print one JSON line: the peak RSS added by the load and sizes, in bytes."""
 from __future__ import annotations
 
 import json
@@ -49,15 +50,22 @@ if MODE == "write":
 
 import gc  # noqa: E402
 
+import time  # noqa: E402
+
 gc.collect()
 reset_peak()
 before = peak_rss()
+start = time.perf_counter()
 with torch.no_grad():
-    if MODE == "released":
+    if MODE.startswith("expert:"):
+        checkpoint = f"{NAME}/transformer/diffusion_pytorch_model.safetensors.index.json"
+        model, expert = None, nodes.NODE_CLASS_MAPPINGS["VAPExpertLoader"].execute(checkpoint, MODE[7:]).result[0]
+    elif MODE == "released":
         checkpoint = f"{NAME}/transformer/diffusion_pytorch_model.safetensors.index.json"
         model, expert = nodes.NODE_CLASS_MAPPINGS["VAPCheckpointLoader"].execute(checkpoint, "default", "default").result
     else:
         model, expert = nodes.UNETLoader().load_unet(f"{NAME}.safetensors", "default")[0], None
+seconds = time.perf_counter() - start
 peak = peak_rss() - before
 
 
@@ -65,5 +73,6 @@ def size(module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters()) if module is not None else 0
 
 
-print(json.dumps({"peak_added": peak, "model_bytes": size(model.model.diffusion_model),
+print(json.dumps({"peak_added": peak, "seconds": seconds,
+                  "model_bytes": size(model.model.diffusion_model if model is not None else None),
                   "expert_bytes": size(expert.model if expert is not None else None)}))

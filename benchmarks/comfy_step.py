@@ -1,0 +1,90 @@
+"""Section 3, run with ComfyUI's Python: one KSampler step of the VAP graph against the same step
+of the plain Wan graph, same backbone, in a real ComfyUI (in-process).
+
+    COMFY_PYTHON benchmarks/comfy_step.py COMFYUI_ROOT BASE_DIR REPEATS
+
+Prints one JSON line. A step's time is (time of a 5-step KSampler run - a 1-step run) / 4, so
+model loading and the once-per-run work (the reference's embedding) fall out."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests" / "comfyui"), str(ROOT)]
+from comfy_process import start  # noqa: E402
+
+nodes = start(sys.argv[1], sys.argv[2])
+import torch  # noqa: E402
+
+import comfy.clip_vision  # noqa: E402
+from benchmarks.core import alternate  # noqa: E402
+from benchmarks.flops import call_flops  # noqa: E402
+from helpers import write_random_released  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+from vap_core.config import WanConfig  # noqa: E402
+from vap_core.released import read_released  # noqa: E402
+
+CONFIG = {"num_attention_heads": 4, "attention_head_dim": 128, "in_channels": 36, "out_channels": 16,
+          "text_dim": 4096, "image_dim": 1280, "freq_dim": 256, "ffn_dim": 2048, "num_layers": 8,
+          "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "patch_size": [1, 2, 2],
+          "added_kv_proj_dim": 1280, "block_idx_with_mot_ref": [0, 4]}
+GRID = (3, 32, 32)  # latent frames, height, width: 9 frames at 256x256
+NAME = "vap_step_bench"
+NODE = nodes.NODE_CLASS_MAPPINGS
+REFERENCE = sys.modules[NODE["VAPEncodeReference"].__module__]
+
+
+def write_models(base: Path):
+    released = base / "models" / "vap" / NAME
+    unet = base / "models" / "diffusion_models" / f"{NAME}.safetensors"
+    if not unet.exists():
+        write_random_released(released, CONFIG, shards=1)
+        tensors = read_released(released).backbone_tensors()
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(unet))
+    return unet.name, f"{NAME}/transformer/diffusion_pytorch_model.safetensors.index.json"
+
+
+def conditioning(g, with_reference: bool):
+    f, h, w = GRID
+    clip = comfy.clip_vision.Output()
+    clip["penultimate_hidden_states"] = torch.randn(1, 257, 1280, generator=g)
+    mask = torch.ones(1, 1, f, h, w)
+    mask[:, :, 0] = 0.0
+    cond = [[torch.randn(1, 512, 4096, generator=g), {"concat_latent_image": torch.randn(1, 16, f, h, w, generator=g),
+                                                       "concat_mask": mask, "clip_vision_output": clip}]]
+    if with_reference:
+        cond = REFERENCE.with_reference(cond, torch.randn(1, 36, f, h, w, generator=g),
+                                        torch.randn(1, 512, 4096, generator=g), torch.randn(1, 257, 1280, generator=g))
+    return cond
+
+
+def main():
+    base, repeats = Path(sys.argv[2]), int(sys.argv[3])
+    unet, expert_name = write_models(base)
+    sd3 = NODE["ModelSamplingSD3"]()
+    plain = nodes.UNETLoader().load_unet(unet, "default")[0]
+    expert = NODE["VAPExpertLoader"].execute(expert_name, "default").result[0]
+    vap = sd3.patch(NODE["VAPApplyExpert"].execute(plain, expert, -1, 0.0, 1.0).result[0], 3.0)[0]
+    plain = sd3.patch(plain, 3.0)[0]
+    g = torch.Generator().manual_seed(0)
+    graphs = {"plain": (plain, conditioning(g, False), conditioning(g, False)),
+              "vap": (vap, conditioning(g, True), conditioning(g, True))}
+    latent = {"samples": torch.zeros(1, 16, *GRID)}
+
+    def sample(name, steps):
+        model, pos, neg = graphs[name]
+        return lambda: nodes.common_ksampler(model, 0, steps, 5.0, "euler", "simple", pos, neg, latent)
+
+    with torch.no_grad():
+        med = alternate({f"{n}_{s}": sample(n, s) for n in graphs for s in (1, 5)}, repeats)
+    step = {n: (med[f"{n}_5"] - med[f"{n}_1"]) / 4 for n in graphs}
+    cfg = WanConfig(dim=512, num_heads=4, ffn_dim=2048, num_layers=8)
+    tokens = GRID[0] * GRID[1] * GRID[2] // 4
+    flops_plain, flops_vap = call_flops(cfg, tokens, tokens, len(CONFIG["block_idx_with_mot_ref"]))
+    print(json.dumps({"plain_step_s": step["plain"], "vap_step_s": step["vap"], "ratio": step["vap"] / step["plain"],
+                      "flop_ratio": flops_vap / flops_plain, "tokens": tokens}))
+
+
+main()
