@@ -1,0 +1,1 @@
+"""Benchmarks of the Video-As-Prompt pack: python -m benchmarks --help."""

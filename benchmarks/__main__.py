@@ -1,0 +1,136 @@
+"""What VAP costs next to plain Wan and next to DiffSynth-Studio's VAP, measured side by side.
+
+    python -m benchmarks            # every section that can run here
+    bash benchmarks/run             # the same from a fresh clone (makes .venv-bench with the peer)
+
+Timings alternate between the things compared and report medians and ratios, since these machines
+are noisy; absolute times are for orientation only.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "comfyui"))
+sys.path.insert(0, str(ROOT / "tests"))
+import harness  # noqa: E402
+
+from . import core, peer  # noqa: E402
+
+SECTIONS = ("core", "peer", "comfy", "loading", "gpu")
+TARGET = 1.1  # measured ratio may exceed the FLOP model's by at most 10%
+
+
+def _mark(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
+
+
+def section_core(args):
+    print("\n## 1. vap_core: one VAP model call / one plain Wan call (float32, CPU, reference embedded once)\n")
+    print("| size | plain ms | VAP ms | measured ratio | FLOP-model ratio | measured / FLOP | target <= 1.10 |")
+    print("|---|---|---|---|---|---|---|")
+    for r in core.run(args.repeats):
+        rel = r["ratio"] / r["flop_ratio"]
+        print(f"| {r['size']} | {r['plain_s'] * 1e3:.0f} | {r['vap_s'] * 1e3:.0f} | {r['ratio']:.3f} | "
+              f"{r['flop_ratio']:.3f} | {rel:.3f} | {_mark(rel <= TARGET)} |")
+
+
+def section_peer(args):
+    print("\n## 2. vap_core vs DiffSynth-Studio's VAP, equal sizes (float32, CPU, one call)\n")
+    rows = peer.run(args.repeats)
+    if isinstance(rows, str):
+        print(f"skipped: {rows}")
+        return
+    print("| size | ours ms | DiffSynth ms | DiffSynth / ours | ours peak RSS MiB | DiffSynth peak RSS MiB | faster |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['size']} | {r['ours_s'] * 1e3:.0f} | {r['diffsynth_s'] * 1e3:.0f} | {r['speedup']:.2f} | "
+              f"{r['ours_rss'] / 2**20:.0f} | {r['diffsynth_rss'] / 2**20:.0f} | {_mark(r['speedup'] > 1)} |")
+
+
+def _comfy():
+    root, why = harness.find_comfyui()
+    python, why = harness.comfy_python(root) if root else (None, why)
+    return root, python, why
+
+
+def _comfy_json(python, root, script, *args):
+    proc = subprocess.run([python, str(script), str(root), *map(str, args)], capture_output=True, text=True,
+                          env=harness.comfy_env())
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-3000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def section_comfy(args, base):
+    print("\n## 3. Inside ComfyUI: one KSampler step (cfg 5, both rows) of the VAP graph / the plain Wan graph\n")
+    root, python, why = _comfy()
+    if python is None:
+        print(f"skipped: {why}")
+        return
+    r = _comfy_json(python, root, ROOT / "benchmarks" / "comfy_step.py", base, args.repeats)
+    rel = r["ratio"] / r["flop_ratio"]
+    print("| backbone | plain s/step | VAP s/step | measured ratio | FLOP-model ratio | measured / FLOP | target <= 1.10 |")
+    print("|---|---|---|---|---|---|---|")
+    print(f"| d512 L8, expert at 0 and 4, {r['tokens']} tokens/stream | {r['plain_step_s']:.2f} | {r['vap_step_s']:.2f} | "
+          f"{r['ratio']:.3f} | {r['flop_ratio']:.3f} | {rel:.3f} | {_mark(rel <= TARGET)} |")
+
+
+def section_loading(args, base):
+    print("\n## 4. VAPExpertLoader on a released-layout checkpoint (backbone 6x the expert), fresh process each\n")
+    root, python, why = _comfy()
+    if python is None:
+        print(f"skipped: {why}")
+        return
+    script = harness.HERE / "loader_memory.py"
+    sizes = _comfy_json(python, root, script, base, "write")
+    print(f"checkpoint: expert {sizes['expert_bytes'] / 2**20:.0f} MiB (bf16), backbone {sizes['backbone_bytes'] / 2**20:.0f} MiB\n")
+    print("| dtype | expert loaded MiB | seconds | peak RSS added MiB | peak - expert MiB |")
+    print("|---|---|---|---|---|")
+    for dtype in ("bf16", "default", "fp8_e4m3fn"):
+        r = _comfy_json(python, root, script, base, f"expert:{dtype}")
+        print(f"| {dtype} | {r['expert_bytes'] / 2**20:.0f} | {r['seconds']:.2f} | {r['peak_added'] / 2**20:.0f} | "
+              f"{(r['peak_added'] - r['expert_bytes']) / 2**20:.0f} |")
+
+
+def section_gpu(args):
+    print("\n## 5. GPU at Wan 14B sizes\n")
+    if not torch.cuda.is_available():
+        print("skipped: no CUDA device in this process (run this on a GPU machine: python -m benchmarks --only gpu)")
+        return
+    from . import gpu
+    gpu.run(args.repeats)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections to run, of: {', '.join(SECTIONS)} (default: all)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each thing compared (default: 5)")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    print(f"# VAP benchmarks (torch {torch.__version__}, {torch.get_num_threads()} threads)")
+    with tempfile.TemporaryDirectory(prefix="vap_bench_") as tmp:
+        base = Path(tmp)
+        root, python, _ = _comfy()
+        if python is not None and ({"comfy", "loading"} & set(chosen)):
+            harness.prepare_base(base, python, root)
+        for name in chosen:
+            fn = globals()[f"section_{name}"]
+            fn(args, base) if name in ("comfy", "loading") else fn(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
