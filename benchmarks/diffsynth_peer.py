@@ -260,19 +260,25 @@ class DiffSynthVAPPeer:
             raise ValueError(f"x has shape {tuple(x.shape)}; expected (B, {IN_DIM}, F, H, W)")
         d = self.dtype
         t = torch.as_tensor(t).reshape(-1).to(dtype=d, device=x.device)
+        if t.numel() == 1:
+            t = t.expand(x.shape[0])
         # the pipeline passes the 16 noisy channels as `latents` and the 20 image-condition channels as `y`
         return dict(latents=x[:, :LATENT_CHANNELS].to(d), y=x[:, LATENT_CHANNELS:].to(d), timestep=t,
                     context=context.to(d), clip_feature=clip_fea.to(d))
 
     @torch.no_grad()
     def __call__(self, x, t, context, clip_fea, ref_x, ref_context, ref_clip_fea) -> torch.Tensor:
-        """Target prediction (B, 16, F, H, W); the reference stream's timestep is 1 (DiffSynth's own)."""
+        """Target prediction (B, 16, F, H, W); the reference stream's timestep is 1 (DiffSynth's own).
+        As in DiffSynth's sampling loop, the reference is embedded again inside every call."""
         if ref_x.shape[2:] != x.shape[2:]:
             # DiffSynth builds the reference's RoPE table from the target's grid (its pipeline encodes the
             # reference video with the target's frame count and size), so other sizes cannot run.
             raise ValueError(f"DiffSynth's VAP needs ref_x's frames/height/width {tuple(ref_x.shape[2:])} equal "
                              f"to x's {tuple(x.shape[2:])}")
-        d = self.dtype
+        d, b = self.dtype, x.shape[0]
+        # reference tensors of batch 1 serve every row (DiffSynth's pipeline itself runs batch 1)
+        ref_x, ref_context, ref_clip_fea = (r.expand(b, *r.shape[1:]) if r.shape[0] == 1 else r
+                                            for r in (ref_x, ref_context, ref_clip_fea))
         return self._fn(dit=self.dit, vap=self.vap, **self._target(x, t, context, clip_fea),
                         vap_hidden_state=ref_x.to(d), vap_clip_feature=ref_clip_fea.to(d),
                         context_vap=ref_context.to(d))
