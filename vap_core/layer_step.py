@@ -75,7 +75,7 @@ def modulation(block, e: torch.Tensor, host) -> tuple:
 
 def attention_inputs(block, x, mod, freqs, host):
     """q, k, v (B, L, dim) of a layer's self-attention: modulated norm, projections, RMS norm, RoPE."""
-    h = (norm32(x, block.eps) * (1 + mod[1]) + mod[0]).to(x.dtype)
+    h = torch.addcmul(mod[0], norm32(x, block.eps), 1 + mod[1]).to(x.dtype)
     sa = block.self_attn
     b, s = h.shape[:2]
     q = host.rope(sa.norm_q(sa.q(h)).view(b, s, block.num_heads, -1), freqs).flatten(2)
@@ -85,10 +85,10 @@ def attention_inputs(block, x, mod, freqs, host):
 
 def attention_outputs(block, x, y, mod, cross_attn):
     """The rest of the layer after self-attention: output projection and gate, cross-attention, FFN."""
-    x = (x.float() + block.self_attn.o(y).float() * mod[2]).to(x.dtype)
+    x = torch.addcmul(x.float(), block.self_attn.o(y).float(), mod[2]).to(x.dtype)
     x = x + cross_attn(block.norm3(x))  # in x's dtype: a host's norm may hold low-precision weights
-    y = block.ffn((norm32(x, block.eps) * (1 + mod[4]) + mod[3]).to(x.dtype))
-    return (x.float() + y.float() * mod[5]).to(x.dtype)
+    y = block.ffn(torch.addcmul(mod[3], norm32(x, block.eps), 1 + mod[4]).to(x.dtype))
+    return torch.addcmul(x.float(), y.float(), mod[5]).to(x.dtype)
 
 
 def i2v_cross_attention(attn, x, context, context_img_len, attention, heads):

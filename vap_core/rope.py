@@ -12,7 +12,7 @@ def rope_axes(head_dim: int) -> tuple[int, int, int]:
 
 def rope_table(head_dim: int, grid: tuple[int, int, int], t_start: int = 0, theta: float = 10000.0,
                device=None) -> torch.Tensor:
-    """cos and sin of the rotation angles, shape (2, frames*height*width, head_dim // 2).
+    """The rotations as unit complex numbers, shape (frames*height*width, head_dim // 2), complex64.
 
     Frames get temporal positions t_start .. t_start + frames - 1; the target uses 0, and the
     reference -rope_delta, which places it before the target in time.
@@ -31,12 +31,11 @@ def rope_table(head_dim: int, grid: tuple[int, int, int], t_start: int = 0, thet
         a_h[None, :, None, :].expand(f, h, w, -1),
         a_w[None, None, :, :].expand(f, h, w, -1),
     ], dim=-1).reshape(f * h * w, -1)
-    return torch.stack([grid_angles.cos(), grid_angles.sin()]).to(device=device, dtype=torch.float32)
+    return torch.polar(torch.ones_like(grid_angles), grid_angles).to(device=device, dtype=torch.complex64)
 
 
 def apply_rope(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs of x (batch, tokens, heads, head_dim) by the table's angles."""
-    cos = table[0][None, :, None, :]
-    sin = table[1][None, :, None, :]
-    x0, x1 = x.float().unflatten(-1, (-1, 2)).unbind(-1)
-    return torch.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], dim=-1).flatten(-2).type_as(x)
+    """Rotate adjacent channel pairs of x (batch, tokens, heads, head_dim) by the table's angles:
+    one complex multiplication, in float32."""
+    pairs = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(pairs * table[None, :, None, :]).flatten(-2).type_as(x)
