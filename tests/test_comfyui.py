@@ -269,3 +269,39 @@ def test_other_backbone_weights_warn_but_run(server):
     new_log = server.log_text()[len(log_before):]
     assert "differ from the backbone the expert was trained with" in new_log
     assert "differ from the backbone" not in log_before  # the right backbone gave no warning
+
+
+def test_batch_runner_end_to_end_with_a_bad_row_and_a_resumed_run(server, comfy, tmp_path):
+    """python -m vap_batch against the server: two videos written, the bad row reported with the
+    server's message, and a rerun skips the two finished rows."""
+    base = comfy[2]
+    media = tmp_path / "media"
+    media.mkdir()
+    for src, dst in ((tiny.REFERENCE, "ref.mp4"), (tiny.START_IMAGE, "target.png"), (tiny.REFERENCE, "target_clip.mp4"),
+                     (tiny.NOT_A_VIDEO, "bad.mp4")):
+        (media / dst).write_bytes((base / "input" / src).read_bytes())
+    (media / "jobs.csv").write_text(
+        "name,reference,target,reference_caption,target_caption,seed\n"
+        "horse,ref.mp4,target.png,a sneaker inflates and rises,a horse inflates and rises,1\n"
+        "from_video,ref.mp4,target_clip.mp4,a sneaker inflates,a clip's first frame inflates,2\n"
+        "bad,bad.mp4,target.png,broken reference,a horse,3\n")
+    workflow = tmp_path / "tiny_workflow.json"
+    workflow.write_text(json.dumps(harness.tiny_workflow(steps=2)))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "vap_batch", str(media / "jobs.csv"), "--out", str(out), "--server", server.url,
+               "--workflow", str(workflow)]
+
+    first = subprocess.run(command, capture_output=True, text=True, cwd=harness.ROOT, timeout=900)
+    assert first.returncode == 1, first.stdout + first.stderr  # one row failed
+    for name in ("horse", "from_video"):
+        with av.open(str(out / f"{name}.mp4")) as video:
+            frames = [f.to_ndarray(format="rgb24") for f in video.decode(video=0)]
+        assert len(frames) == 9 and frames[0].shape == (tiny.SIZE, tiny.SIZE, 3)
+    report = {r["name"]: r for r in json.loads((out / "report.json").read_text())}
+    assert report["horse"]["status"] == report["from_video"]["status"] == "ok"
+    assert report["bad"]["status"] == "failed" and "cannot be read as a video" in report["bad"]["message"]
+    assert "2 ok, 1 failed, 0 skipped" in first.stdout
+
+    again = subprocess.run(command, capture_output=True, text=True, cwd=harness.ROOT, timeout=900)
+    assert "0 ok, 1 failed, 2 skipped" in again.stdout, again.stdout + again.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["from_video.mp4", "horse.mp4", "report.json"]

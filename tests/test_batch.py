@@ -1,0 +1,76 @@
+"""The batch runner without a server: reading job lists, filling the workflow, resuming."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vap_batch.jobs import JobError, read_jobs
+from vap_batch.runner import Progress, finished_output, run_jobs
+from vap_batch.workflow import FIELDS, WorkflowError, fill, load_workflow
+
+HEADER = "reference,target,reference_caption,target_caption"
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_csv_rows_become_jobs_with_typed_overrides(tmp_path):
+    jobs = read_jobs(write(tmp_path / "jobs.csv", f"{HEADER},seed,cfg,name\n"
+                           "ref.mp4,img.png,a balloon rises,a horse rises,7,4.5,horse balloon!\n"
+                           "/abs/ref2.mp4,clip.mp4,b,c,,,\n"))
+    assert [j.name for j in jobs] == ["horse_balloon", "0002_clip_ref2"]
+    assert jobs[0].reference == tmp_path / "ref.mp4" and jobs[1].reference.as_posix() == "/abs/ref2.mp4"
+    assert jobs[0].overrides == {"seed": 7, "cfg": 4.5} and jobs[1].overrides == {}
+
+
+def test_json_list_is_read_like_csv(tmp_path):
+    rows = [{"reference": "r.mp4", "target": "t.png", "reference_caption": "x", "target_caption": "y", "steps": 20}]
+    (job,) = read_jobs(write(tmp_path / "jobs.json", json.dumps(rows)))
+    assert job.overrides == {"steps": 20} and job.target == tmp_path / "t.png"
+
+
+@pytest.mark.parametrize("text, message", [
+    (f"{HEADER}\nr.mp4,t.png,,y\n", "row 1: reference_caption missing"),
+    (f"{HEADER},colour\nr.mp4,t.png,x,y,red\n", "unknown column(s) ['colour']"),
+    (f"{HEADER},steps\nr.mp4,t.png,x,y,many\n", "steps='many' is not a int"),
+    (f"{HEADER},name\nr.mp4,t.png,x,y,a\nr.mp4,t.png,x,y,a\n", "repeated: ['a']"),
+    (f"{HEADER}\n", "has no jobs"),
+])
+def test_bad_job_lists_say_which_row_and_column(tmp_path, text, message):
+    with pytest.raises(JobError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
+        read_jobs(write(tmp_path / "jobs.csv", text))
+
+
+def test_every_field_lands_on_its_node_and_input():
+    graph = load_workflow()
+    values = {field: f"value of {field}" for field in FIELDS}
+    filled = fill(graph, values)
+    for field, targets in FIELDS.items():
+        for node, name in targets:
+            assert filled[node]["inputs"][name] == values[field]
+    assert graph["8"]["inputs"]["text"] != values["target_caption"]  # the loaded workflow is left as it was
+
+
+def test_a_workflow_without_the_nodes_is_refused_clearly(tmp_path):
+    graph = load_workflow()
+    del graph["14"]
+    graph["16"]["inputs"].pop("seed")
+    path = write(tmp_path / "wf.json", json.dumps(graph))
+    with pytest.raises(WorkflowError, match=r"node 14 input 'video' \(for reference\).*node 16 input 'seed'"):
+        load_workflow(path)
+
+
+def test_finished_rows_are_skipped_and_partial_downloads_are_not_finished(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "done.mp4").write_bytes(b"video")
+    (out / "cut.mp4.partial").write_bytes(b"vid")
+    assert finished_output(out, "done") == out / "done.mp4"
+    assert finished_output(out, "cut") is None
+    jobs = read_jobs(write(tmp_path / "jobs.csv", f"{HEADER},name\nr.mp4,t.png,x,y,done\n"))
+    results = run_jobs(jobs, client=None, workflow={}, out_dir=out, progress=Progress(1, stream=open("/dev/null", "w")))
+    assert [r.status for r in results] == ["skipped"]
+    assert json.loads((out / "report.json").read_text())[0]["status"] == "skipped"

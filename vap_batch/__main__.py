@@ -1,0 +1,59 @@
+"""Queue many Video-As-Prompt jobs on a running ComfyUI through its HTTP API.
+
+    python -m vap_batch jobs.csv --out videos/ [--server http://127.0.0.1:8188]
+
+The job list (CSV with a header row, or a JSON list of objects) has one job per row:
+  reference          the reference video (path, relative to the list's folder or absolute)
+  target             the target image, or a video whose first frame is used
+  reference_caption  what the reference video shows
+  target_caption     what the generated video should show
+  name               (optional) the output file's name; default: row number + file names
+and optional per-row overrides: seed, steps, cfg, frames, width, height, negative_prompt,
+reference_negative_prompt, expert (a file in models/vap), rope_delta, start_percent, end_percent.
+
+Each job uploads its media into the server's input folder, fills the pack's API workflow
+(workflows/api/vap_wan21_i2v_480p.json, or --workflow with the same node IDs), queues it, follows its
+progress over the server's websocket and downloads the video to OUT/<name>.mp4. A rerun skips rows
+whose video is already there. Failed rows are reported with the server's message and the run goes
+on; OUT/report.json records every row. Only the server you name is contacted (default: loopback).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .client import ComfyClient
+from .jobs import JobError, read_jobs
+from .runner import run_jobs
+from .workflow import DEFAULT_WORKFLOW, WorkflowError, load_workflow
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vap_batch", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("jobs", help="the job list, .csv or .json")
+    parser.add_argument("--out", required=True, help="folder for the videos and report.json")
+    parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI's address (default: %(default)s)")
+    parser.add_argument("--workflow", default=str(DEFAULT_WORKFLOW), help="API-format workflow (default: the pack's)")
+    parser.add_argument("--retries", type=int, default=3, help="retries of a job on connection errors (default: 3)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds one job may take (default: 3600)")
+    args = parser.parse_args(argv)
+    try:
+        jobs = read_jobs(args.jobs)
+        workflow = load_workflow(args.workflow)
+    except (JobError, WorkflowError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    results = run_jobs(jobs, ComfyClient(args.server), workflow, Path(args.out), args.retries, args.timeout)
+    print(f"\n{'row':>4}  {'status':<8} {'seconds':>8}  name / output or message")
+    for r in results:
+        print(f"{r.row:>4}  {r.status:<8} {r.seconds:>8.1f}  {r.name}: {r.output or r.message}")
+    counts = {s: sum(r.status == s for r in results) for s in ("ok", "failed", "skipped")}
+    print(f"\n{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped; report: "
+          f"{Path(args.out) / 'report.json'}")
+    return 1 if counts["failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
