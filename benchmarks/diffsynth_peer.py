@@ -22,7 +22,7 @@ Import shims (applied only while diffsynth is being imported, and only where nee
     sys.modules again, so other code in the process sees the environment as it was.
   * torchvision from PyPI is a CUDA build whose compiled ops cannot load with a CPU torch; importing it
     then fails on its operator registrations. Where that happens, its operator schemas are declared
-    (no kernels) and the import retried, as tests/comfyui/torchvision_cpu_shim.py does.
+    (no kernels) by tests/comfyui/torchvision_cpu_shim.py and the import retried.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ import importlib.util
 import math
 import sys
 import types
+from pathlib import Path
 
 import torch
 
@@ -49,37 +50,7 @@ LATENT_CHANNELS = 16  # x = [16 noisy latent ; 4 mask ; 16 first-frame latent]
 _IMPORT_ONLY = ("torchvision", "imageio", "PIL", "pandas", "transformers", "modelscope", "huggingface_hub",
                 "tqdm", "accelerate", "ftfy", "regex")
 
-_TORCHVISION_SCHEMAS = (
-    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-    "qroi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, "
-    "int sampling_ratio, bool aligned) -> Tensor",
-    "roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, "
-    "int sampling_ratio, bool aligned) -> Tensor",
-    "_roi_align_backward(Tensor grad, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, "
-    "SymInt batch_size, SymInt channels, SymInt height, SymInt width, int sampling_ratio, bool aligned) -> Tensor",
-    "ps_roi_align(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width, "
-    "int sampling_ratio) -> (Tensor, Tensor)",
-    "_ps_roi_align_backward(Tensor grad, Tensor rois, Tensor channel_mapping, float spatial_scale, "
-    "SymInt pooled_height, SymInt pooled_width, int sampling_ratio, SymInt batch_size, SymInt channels, "
-    "SymInt height, SymInt width) -> Tensor",
-    "roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width) "
-    "-> (Tensor, Tensor)",
-    "_roi_pool_backward(Tensor grad, Tensor rois, Tensor argmax, float spatial_scale, SymInt pooled_height, "
-    "SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, SymInt width) -> Tensor",
-    "ps_roi_pool(Tensor input, Tensor rois, float spatial_scale, SymInt pooled_height, SymInt pooled_width) "
-    "-> (Tensor, Tensor)",
-    "_ps_roi_pool_backward(Tensor grad, Tensor rois, Tensor channel_mapping, float spatial_scale, "
-    "SymInt pooled_height, SymInt pooled_width, SymInt batch_size, SymInt channels, SymInt height, "
-    "SymInt width) -> Tensor",
-    "deform_conv2d(Tensor input, Tensor weight, Tensor offset, Tensor mask, Tensor bias, SymInt stride_h, "
-    "SymInt stride_w, SymInt pad_h, SymInt pad_w, SymInt dilation_h, SymInt dilation_w, SymInt groups, "
-    "SymInt offset_groups, bool use_mask) -> Tensor",
-    "_deform_conv2d_backward(Tensor grad, Tensor input, Tensor weight, Tensor offset, Tensor mask, Tensor bias, "
-    "SymInt stride_h, SymInt stride_w, SymInt pad_h, SymInt pad_w, SymInt dilation_h, SymInt dilation_w, "
-    "SymInt groups, SymInt offset_groups, bool use_mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor)",
-)
-_torchvision_lib = None  # keeps the declared schemas alive
+_torchvision_declared = False
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -135,12 +106,11 @@ def _purge(top):
 
 
 def _declare_torchvision_schemas():
-    global _torchvision_lib
-    if _torchvision_lib is None:
-        lib = torch.library.Library("torchvision", "DEF")
-        for schema in _TORCHVISION_SCHEMAS:
-            lib.define(schema)
-        _torchvision_lib = lib
+    """Declare torchvision's op schemas with the test environments' shim (tests/comfyui)."""
+    global _torchvision_declared
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "comfyui"))
+    import torchvision_cpu_shim  # noqa: F401  (declares them on import)
+    _torchvision_declared = True
 
 
 def _try_import(top) -> str | None:
@@ -154,7 +124,7 @@ def _try_import(top) -> str | None:
         return None
     except Exception as exc:  # a broken or CPU-incompatible install
         _purge(top)
-        if top == "torchvision" and "torchvision::" in str(exc) and _torchvision_lib is None:
+        if top == "torchvision" and "torchvision::" in str(exc) and not _torchvision_declared:
             _declare_torchvision_schemas()
             return _try_import(top)
         return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -200,7 +170,7 @@ def _load() -> _DiffSynth:
         ver = "unknown"
     _LOADED = _DiffSynth(WanModel=WanModel, MotWanModel=MotWanModel, model_fn=model_fn_wan_video,
                          version=ver, stand_ins=stand_ins,
-                         torchvision_schemas_declared=_torchvision_lib is not None)
+                         torchvision_schemas_declared=_torchvision_declared)
     return _LOADED
 
 
