@@ -74,3 +74,48 @@ def test_finished_rows_are_skipped_and_partial_downloads_are_not_finished(tmp_pa
     results = run_jobs(jobs, client=None, workflow={}, out_dir=out, progress=Progress(1, stream=open("/dev/null", "w")))
     assert [r.status for r in results] == ["skipped"]
     assert json.loads((out / "report.json").read_text())[0]["status"] == "skipped"
+
+
+class _DroppingSocket:
+    def receive(self):
+        raise ConnectionError("stream dropped")
+
+    def close(self):
+        pass
+
+
+class _Server:
+    """Stands in for the HTTP side of vap_batch's own client (not for ComfyUI): the job runs, the
+    progress stream drops, the result is there when asked."""
+
+    def __init__(self):
+        self.queued, self.asked = 0, 0
+
+    def upload(self, path):
+        return f"vap_batch/{path.name}"
+
+    def websocket(self):
+        return _DroppingSocket()
+
+    def queue(self, graph):
+        self.queued += 1
+        return "p1"
+
+    def history(self, prompt_id):
+        self.asked += 1
+        done = self.asked >= 2
+        return {"status": {"completed": True if done else None, "messages": []},
+                "outputs": {"19": {"images": [{"filename": "vap_00001.mp4", "subfolder": "", "type": "output"}]}}}
+
+    def download(self, item, dest):
+        dest.write_bytes(b"video")
+
+
+def test_a_dropped_progress_stream_waits_for_the_result_instead_of_queueing_again(tmp_path):
+    for name in ("r.mp4", "t.png"):
+        (tmp_path / name).write_bytes(b"x")
+    jobs = read_jobs(write(tmp_path / "jobs.csv", f"{HEADER},name\nr.mp4,t.png,x,y,one\n"))
+    server = _Server()
+    results = run_jobs(jobs, server, load_workflow(), tmp_path / "out", progress=Progress(1, stream=open("/dev/null", "w")))
+    assert [r.status for r in results] == ["ok"] and server.queued == 1
+    assert (tmp_path / "out" / "one.mp4").read_bytes() == b"video"

@@ -88,7 +88,11 @@ def _run_one(job: Job, client: ComfyClient, workflow: dict, out_dir: Path, timeo
     try:
         prompt_id = client.queue(fill(workflow, values))
         progress.start(job)
-        _follow(socket, prompt_id, timeout, progress)
+        try:
+            _follow(socket, prompt_id, timeout, progress)
+        except TRANSIENT as err:  # the job is queued: follow it by polling rather than queue it again
+            progress.note(f"lost the progress stream ({err}); waiting for the result")
+            _poll_until_done(client, prompt_id, timeout)
     finally:
         socket.close()
     history = _finished_history(client, prompt_id)
@@ -102,6 +106,24 @@ def _run_one(job: Job, client: ComfyClient, workflow: dict, out_dir: Path, timeo
     dest = out_dir / f"{job.name}{Path(files[0]['filename']).suffix}"
     client.download(files[0], dest)
     return dest
+
+
+def _poll_until_done(client: ComfyClient, prompt_id: str, timeout: float, attempts: int = 5):
+    deadline, failures = time.monotonic() + timeout, 0
+    while time.monotonic() < deadline:
+        try:
+            history = client.history(prompt_id) or {}
+            failures = 0
+        except TRANSIENT as err:
+            failures += 1
+            if failures >= attempts:
+                raise JobFailed(f"server unreachable while running the job: {err}") from None
+            time.sleep(2 ** failures)
+            continue
+        if history.get("status", {}).get("completed") is not None:
+            return
+        time.sleep(1)
+    raise JobFailed(f"no result within {timeout:.0f} s")
 
 
 def _finished_history(client: ComfyClient, prompt_id: str, wait: float = 30) -> dict:
