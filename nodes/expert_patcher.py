@@ -15,7 +15,7 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.flo
 DTYPE_CHOICES = ["default", *DTYPES]
 
 
-def storage_dtype(choice: str) -> torch.dtype:
+def expert_dtype(choice: str) -> torch.dtype:
     """'default' is the dtype ComfyUI picks for diffusion models on this device (bf16 on recent GPUs)."""
     if choice == "default":
         return comfy.model_management.unet_dtype(supported_dtypes=[torch.bfloat16, torch.float16, torch.float32])
@@ -26,7 +26,7 @@ def load_expert_patcher(path: str, dtype_choice: str) -> comfy.model_patcher.Mod
     """Read the expert's tensors only (from the pack's file or a released checkpoint) into a
     ModelPatcher. Weights are cast to the compute dtype layer by layer when used (manual_cast)."""
     bar = comfy.utils.ProgressBar(1)
-    expert, meta = load_expert(path, storage_dtype(dtype_choice), ops=comfy.ops.manual_cast,
+    expert, meta = load_expert(path, expert_dtype(dtype_choice), ops=comfy.ops.manual_cast,
                                progress=lambda done, total: bar.update_absolute(done, total))
     expert.vap_metadata = meta
     return comfy.model_patcher.ModelPatcher(
