@@ -18,9 +18,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "comfyui"))
-sys.path.insert(0, str(ROOT / "tests"))
-import harness  # noqa: E402
+import harness  # noqa: E402  (tests/comfyui, on the path through benchmarks/__init__.py)
 
 from . import core, peer  # noqa: E402
 
@@ -65,6 +63,15 @@ def _comfy():
     return root, python, why
 
 
+def _comfy_or_skip():
+    """(ComfyUI folder, its Python), or None after saying why the section is skipped."""
+    root, python, why = _comfy()
+    if python is None:
+        print(f"skipped: {why}")
+        return None
+    return root, python
+
+
 def _comfy_json(python, root, script, *args):
     proc = subprocess.run([python, str(script), str(root), *map(str, args)], capture_output=True, text=True,
                           env=harness.comfy_env())
@@ -75,10 +82,9 @@ def _comfy_json(python, root, script, *args):
 
 def section_comfy(args, base):
     print("\n## 3. Inside ComfyUI: one KSampler step (cfg 5, both rows) of the VAP graph / the plain Wan graph\n")
-    root, python, why = _comfy()
-    if python is None:
-        print(f"skipped: {why}")
+    if not (found := _comfy_or_skip()):
         return
+    root, python = found
     r = _comfy_json(python, root, ROOT / "benchmarks" / "comfy_step.py", base, args.repeats)
     rel = r["ratio"] / r["flop_ratio"]
     print("| backbone | plain s/step | VAP s/step | measured ratio | FLOP-model ratio | measured / FLOP | target <= 1.10 |")
@@ -89,10 +95,9 @@ def section_comfy(args, base):
 
 def section_loading(args, base):
     print("\n## 4. VAPExpertLoader on a released-layout checkpoint (backbone 6x the expert), fresh process each\n")
-    root, python, why = _comfy()
-    if python is None:
-        print(f"skipped: {why}")
+    if not (found := _comfy_or_skip()):
         return
+    root, python = found
     script = harness.HERE / "loader_memory.py"
     sizes = _comfy_json(python, root, script, base, "write")
     print(f"checkpoint: expert {sizes['expert_bytes'] / 2**20:.0f} MiB (bf16), backbone {sizes['backbone_bytes'] / 2**20:.0f} MiB\n")

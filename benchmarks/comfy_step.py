@@ -21,10 +21,8 @@ import torch  # noqa: E402
 import comfy.clip_vision  # noqa: E402
 from benchmarks.core import alternate  # noqa: E402
 from benchmarks.flops import call_flops  # noqa: E402
-from helpers import write_random_released  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
+from helpers import write_random_released_and_wan  # noqa: E402
 from vap_core.config import WanConfig  # noqa: E402
-from vap_core.released import read_released  # noqa: E402
 
 CONFIG = {"num_attention_heads": 4, "attention_head_dim": 128, "in_channels": 36, "out_channels": 16,
           "text_dim": 4096, "image_dim": 1280, "freq_dim": 256, "ffn_dim": 2048, "num_layers": 8,
@@ -40,9 +38,7 @@ def write_models(base: Path):
     released = base / "models" / "vap" / NAME
     unet = base / "models" / "diffusion_models" / f"{NAME}.safetensors"
     if not unet.exists():
-        write_random_released(released, CONFIG, shards=1)
-        tensors = read_released(released).backbone_tensors()
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(unet))
+        write_random_released_and_wan(released, unet, CONFIG, shards=1)
     return unet.name, f"{NAME}/transformer/diffusion_pytorch_model.safetensors.index.json"
 
 

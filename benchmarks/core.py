@@ -18,10 +18,10 @@ SIZES = [
 ]
 
 
-def random_model(cfg: WanConfig, layers, seed: int = 0) -> VAPTransformer:
-    """Float32 random weights, scaled by fan-in so activations stay in range."""
+def random_model(cfg: WanConfig, layers, seed: int = 0, device=None, dtype=None) -> VAPTransformer:
+    """Random weights scaled by fan-in so activations stay in range (float32 on the CPU by default)."""
     torch.manual_seed(seed)
-    model = VAPTransformer(WanI2V(cfg), VAPExpert(cfg, layers))
+    model = VAPTransformer(WanI2V(cfg, device=device, dtype=dtype), VAPExpert(cfg, layers, device=device, dtype=dtype))
     with torch.no_grad():
         for name, p in model.named_parameters():
             fan_in = p[0].numel() if p.ndim > 1 else 1

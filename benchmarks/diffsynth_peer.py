@@ -33,7 +33,6 @@ import importlib.util
 import math
 import sys
 import types
-from pathlib import Path
 
 import torch
 
@@ -108,7 +107,6 @@ def _purge(top):
 def _declare_torchvision_schemas():
     """Declare torchvision's op schemas with the test environments' shim (tests/comfyui)."""
     global _torchvision_declared
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "comfyui"))
     import torchvision_cpu_shim  # noqa: F401  (declares them on import)
     _torchvision_declared = True
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from vap_core import VAPExpert, VAPTransformer, WanConfig, WanI2V
+from vap_core import WanConfig
 
-from .core import alternate
+from .core import alternate, random_model
 from .flops import call_flops
 
 WAN_14B = WanConfig(dim=5120, num_heads=40, ffn_dim=13824, num_layers=40)
@@ -15,18 +15,8 @@ GRID = (13, 60, 104)  # 49 frames at 480x832, in latent frames/height/width
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense bf16, SXM parts
 
 
-def build(cfg: WanConfig, layers, device) -> VAPTransformer:
-    model = VAPTransformer(WanI2V(cfg, device=device, dtype=torch.bfloat16),
-                           VAPExpert(cfg, layers, device=device, dtype=torch.bfloat16))
-    with torch.no_grad():
-        for p in model.parameters():
-            fan_in = p[0].numel() if p.ndim > 1 else 1
-            p.copy_(torch.randn_like(p) / fan_in ** 0.5 if p.ndim > 1 else torch.ones_like(p))
-    return model.eval()
-
-
 def run(repeats: int, cfg: WanConfig = WAN_14B, layers=EXPERT_LAYERS, grid=GRID, device="cuda"):
-    model = build(cfg, layers, device)
+    model = random_model(cfg, layers, device=device, dtype=torch.bfloat16)
     f, h, w = grid
     rows = 2  # one sampling step under CFG: the cond and uncond rows in one batch
     g = torch.Generator(device=device).manual_seed(0)

@@ -8,6 +8,7 @@ import sys
 
 import torch
 
+from helpers import peak_rss
 from vap_core import WanConfig
 
 from . import diffsynth_peer
@@ -40,11 +41,6 @@ def _setup(who: str, size):
     return lambda: peer(**target, ref_x=inp["ref_x"], ref_context=inp["ref_context"], ref_clip_fea=inp["ref_clip_fea"])
 
 
-def _peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
-
-
 def run(repeats: int, sizes=SIZES) -> list[dict] | str:
     ok, why = diffsynth_peer.available()
     if not ok:
@@ -71,11 +67,11 @@ def _rss_in_fresh_process(who: str, size_name: str) -> int:
 def _rss_main(who: str, size_name: str):
     size = next(s for s in SIZES if s[0] == size_name)
     diffsynth_peer.available()  # both processes import the same libraries before measuring
-    before = _peak_rss()
+    before = peak_rss()
     call = _setup(who, size)
     with torch.no_grad():
         call()
-    print(json.dumps({"peak_added": _peak_rss() - before}))
+    print(json.dumps({"peak_added": peak_rss() - before}))
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["rss"]:

@@ -56,6 +56,26 @@ def released_names(config: dict) -> list[str]:
     return sorted(names)
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory (VmHWM), in bytes. ru_maxrss would include a forked
+    parent's peak."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
+
+
+def write_random_released_and_wan(folder: Path, wan_file: Path, config: dict, shards: int = 3) -> dict:
+    """write_random_released, plus its backbone in ComfyUI's Wan layout as one file (what the stock
+    UNETLoader reads). Returns the sizes."""
+    from safetensors.torch import save_file
+
+    from vap_core.released import read_released
+
+    sizes = write_random_released(folder, config, shards)
+    tensors = read_released(folder).backbone_tensors()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(wan_file))
+    return sizes
+
+
 def write_random_released(folder: Path, config: dict, shards: int = 3, seed: int = 0) -> dict:
     """A random bf16 checkpoint in the released layout, written one tensor at a time.
     Returns {"expert_bytes": ..., "backbone_bytes": ...}."""

@@ -21,11 +21,6 @@ CONFIG = {"num_attention_heads": 8, "attention_head_dim": 128, "in_channels": 36
 NAME = "vap_memory_test"
 
 
-def peak_rss() -> int:
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
-
-
 def reset_peak():
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # resets VmHWM to the current RSS
@@ -36,15 +31,12 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
+from helpers import peak_rss, write_random_released_and_wan  # noqa: E402
+
 base = Path(sys.argv[2])
 if MODE == "write":
-    from safetensors.torch import save_file
-
-    from helpers import write_random_released
-    from vap_core.released import read_released
-    sizes = write_random_released(base / "models" / "vap" / NAME, CONFIG, shards=3)
-    tensors = read_released(base / "models" / "vap" / NAME).backbone_tensors()
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(base / "models" / "diffusion_models" / f"{NAME}.safetensors"))
+    sizes = write_random_released_and_wan(base / "models" / "vap" / NAME,
+                                          base / "models" / "diffusion_models" / f"{NAME}.safetensors", CONFIG)
     print(json.dumps(sizes))
     sys.exit(0)
 
