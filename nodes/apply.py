@@ -10,6 +10,7 @@ from comfy_api.latest import io
 from ..vap_core.errors import IncompatibleExpertError
 from ..vap_core.fingerprint import fingerprint_matches
 from .binding import KEY, VAPRunner
+from .choices import CATEGORY
 from .loaders import VapExpert
 
 # fp8-stored backbones round their modulation tables by up to ~6%
@@ -21,13 +22,13 @@ class VAPApplyExpert(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="VAPApplyExpert",
-            display_name="Apply VAP Expert",
-            category="advanced/model/video_as_prompt",
+            display_name="Apply Video-As-Prompt Expert",
+            category=CATEGORY,
             description="Attaches the Video-As-Prompt expert to a Wan 2.1 I2V 14B model. The reference itself comes "
                         "through the conditioning (VAP Encode Reference).",
             inputs=[
-                io.Model.Input("model"),
-                VapExpert.Input("expert"),
+                io.Model.Input("model", tooltip="Wan 2.1 I2V 14B 480P (Load Diffusion Model)"),
+                VapExpert.Input("expert", tooltip="from Load VAP Expert"),
                 io.Int.Input("rope_delta", default=-1, min=-1, max=1024,
                              tooltip="temporal RoPE offset of the reference, in latent frames: the reference sits at "
                                      "-delta..-delta+F_ref-1. -1 = the reference's latent frame count (the paper's)."),
@@ -36,7 +37,7 @@ class VAPApplyExpert(io.ComfyNode):
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="...to this one; outside it the model is plain Wan (and as fast)."),
             ],
-            outputs=[io.Model.Output()],
+            outputs=[io.Model.Output(tooltip="the Wan model with the expert attached, for the sampler")],
         )
 
     @classmethod

@@ -123,7 +123,8 @@ class VAPRunner:
         if reference.grid[1:] != tuple(s // p for s, p in zip(x.shape[3:], wan.patch_size[1:])):
             raise InputError(
                 f"the reference was encoded at {rows[0].x.shape[4] * 8}x{rows[0].x.shape[3] * 8} pixels but the video "
-                f"is {x.shape[4] * 8}x{x.shape[3] * 8}: set VAPEncodeReference's width and height to WanImageToVideo's.")
+                f"is {x.shape[4] * 8}x{x.shape[3] * 8}: feed VAP Encode Reference the positive/negative of the "
+                "WanImageToVideo whose latent the sampler uses.")
         delta = reference.grid[0] if self.rope_delta is None else self.rope_delta
         ref_freqs = wan.rope_encode(rows[0].x.shape[2], rows[0].x.shape[3], rows[0].x.shape[4], t_start=-delta,
                                     device=x.device, dtype=x.dtype)

@@ -29,6 +29,17 @@ def released_choices() -> list[str]:
     return [n for n in expert_choices() if os.path.isfile(os.path.join(os.path.dirname(full_path(n)), "config.json"))]
 
 
+def check_listed(name: str, choices: list[str]):
+    """True, or the message ComfyUI shows at validation for a file that is not there."""
+    if name in choices:
+        return True
+    try:
+        full_path(name)
+    except FileNotFoundError as err:
+        return str(err)
+    return f"'{name}' is in models/{FOLDER} but is not an expert file or a released checkpoint's index json."
+
+
 def full_path(name: str) -> str:
     path = folder_paths.get_full_path(FOLDER, name)
     if path is None:

@@ -8,6 +8,7 @@ from comfy_api.latest import io
 
 from ..vap_core.released import read_released
 from . import folders
+from .choices import CATEGORY, check_choice
 from .expert_patcher import DTYPE_CHOICES, load_expert_patcher
 
 VapExpert = io.Custom("VAP_EXPERT")
@@ -23,22 +24,30 @@ class VAPExpertLoader(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="VAPExpertLoader",
-            display_name="Load VAP Expert",
-            category="loaders/video_as_prompt",
+            display_name="Load Video-As-Prompt Expert",
+            category=CATEGORY,
             description="Loads the Video-As-Prompt expert from models/vap: the pack's expert file, or a released VAP "
                         "checkpoint (its index json or single file; only the expert tensors are read).",
             inputs=[
-                io.Combo.Input("expert_name", options=folders.expert_choices()),
+                io.Combo.Input("expert_name", options=folders.expert_choices(),
+                               tooltip="from models/vap: the released checkpoint's transformer/diffusion_pytorch_model"
+                                       ".safetensors.index.json, or an expert file exported from it"),
                 io.Combo.Input("dtype", options=DTYPE_CHOICES, default="default",
                                tooltip="storage dtype of the expert's weights; default: what ComfyUI uses for "
-                                       "diffusion models on this device"),
+                                       "diffusion models on this device; fp8_e4m3fn halves its memory"),
             ],
-            outputs=[VapExpert.Output(display_name="expert")],
+            outputs=[VapExpert.Output(display_name="expert", tooltip="the expert, for Apply VAP Expert")],
         )
 
     @classmethod
     def execute(cls, expert_name, dtype) -> io.NodeOutput:
+        check_choice("dtype", dtype, DTYPE_CHOICES)
         return io.NodeOutput(load_expert_patcher(folders.full_path(expert_name), dtype))
+
+    # Only the file: ComfyUI skips its own checks for every input named here.
+    @classmethod
+    def validate_inputs(cls, expert_name):
+        return folders.check_listed(expert_name, folders.expert_choices())
 
 
 class VAPCheckpointLoader(io.ComfyNode):
@@ -46,21 +55,32 @@ class VAPCheckpointLoader(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="VAPCheckpointLoader",
-            display_name="Load VAP Checkpoint (released)",
-            category="loaders/video_as_prompt",
+            display_name="Load Video-As-Prompt Checkpoint (released)",
+            category=CATEGORY,
             description="Loads the released VAP checkpoint (diffusers layout, from models/vap): the frozen Wan 2.1 "
                         "I2V backbone as a normal MODEL, and its expert. If you already have Comfy-Org's Wan 2.1 I2V "
                         "480P file, use Load Diffusion Model + Load VAP Expert instead.",
             inputs=[
-                io.Combo.Input("checkpoint", options=folders.released_choices()),
-                io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default"),
-                io.Combo.Input("expert_dtype", options=DTYPE_CHOICES, default="default"),
+                io.Combo.Input("checkpoint", options=folders.released_choices(),
+                               tooltip="from models/vap: the released Video-As-Prompt-Wan2.1-14B checkpoint's "
+                                       "transformer/diffusion_pytorch_model.safetensors.index.json"),
+                io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default",
+                               tooltip="the backbone's weight dtype, as in Load Diffusion Model"),
+                io.Combo.Input("expert_dtype", options=DTYPE_CHOICES, default="default",
+                               tooltip="the expert's weight dtype, as in Load VAP Expert"),
             ],
-            outputs=[io.Model.Output(display_name="model"), VapExpert.Output(display_name="expert")],
+            outputs=[io.Model.Output(display_name="model", tooltip="the frozen Wan 2.1 I2V 14B backbone"),
+                     VapExpert.Output(display_name="expert", tooltip="the expert, for Apply VAP Expert")],
         )
 
     @classmethod
+    def validate_inputs(cls, checkpoint):
+        return folders.check_listed(checkpoint, folders.released_choices())
+
+    @classmethod
     def execute(cls, checkpoint, weight_dtype, expert_dtype) -> io.NodeOutput:
+        check_choice("weight_dtype", weight_dtype, WEIGHT_DTYPES)
+        check_choice("expert_dtype", expert_dtype, DTYPE_CHOICES)
         path = folders.full_path(checkpoint)
         rel = read_released(path)
         expert = load_expert_patcher(path, expert_dtype)

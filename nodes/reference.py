@@ -14,6 +14,7 @@ from comfy_api.latest import io
 from ..vap_core.errors import InputError
 from ..vap_core.frames import MODES
 from .binding import REFERENCE, Reference, ReferenceCond
+from .choices import CATEGORY, check_choice
 from .video_file import SUFFIXES, read_frames
 
 
@@ -23,39 +24,63 @@ def _input_videos() -> list[str]:
                   if os.path.isfile(os.path.join(folder, f)) and os.path.splitext(f)[1].lower() in SUFFIXES)
 
 
+def input_video_path(name: str) -> str:
+    """The file `name` (as the video combo gives it, optionally annotated [input]/[output]/[temp]) inside
+    that ComfyUI folder; anything that resolves outside it (.., an absolute path, a symlink) is refused."""
+    relative, folder = folder_paths.annotated_filepath(name)
+    folder = os.path.realpath(folder or folder_paths.get_input_directory())
+    path = os.path.realpath(os.path.join(folder, relative))
+    if os.path.commonpath([folder, path]) != folder:
+        raise InputError(f"'{name}' is outside ComfyUI's input folder; only videos in {folder} can be used. "
+                         "Upload the video (the node's 'choose file to upload') or copy it there.")
+    if not os.path.isfile(path):
+        raise InputError(f"reference video '{name}' is not in ComfyUI's input folder ({folder}). Upload it with the "
+                         "node's 'choose file to upload', or press R to refresh the list.")
+    return path
+
+
 class VAPLoadReferenceVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         return io.Schema(
             node_id="VAPLoadReferenceVideo",
-            display_name="Load VAP Reference Video",
-            category="video_as_prompt",
-            description="Loads a reference video from the input folder and picks `frames` of its frames.",
+            display_name="Load Video-As-Prompt Reference Video",
+            category=CATEGORY,
+            description="Loads the reference video (the semantic prompt) from the input folder and keeps `frames` of "
+                        "its frames, decoding only what it keeps.",
             inputs=[
-                io.Combo.Input("video", options=_input_videos(), upload=io.UploadType.video),
+                io.Combo.Input("video", options=_input_videos(), upload=io.UploadType.video,
+                               tooltip="the reference video, from ComfyUI's input folder: mp4, webm, mov, mkv, avi, "
+                                       "animated gif or webp"),
                 io.Int.Input("frames", default=49, min=1, max=1025, step=4,
                              tooltip="how many frames to keep; Wan uses 4k+1 (49 = 13 latent frames, the paper's)"),
                 io.Combo.Input("selection", options=list(MODES), default="evenly",
                                tooltip="evenly: spread over the whole video (the paper's); first: the first frames; "
                                        "random: a contiguous run at a seeded start"),
-                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, tooltip="for 'random' selection"),
+                io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
+                             tooltip="where the 'random' selection starts; ignored by the others"),
             ],
-            outputs=[io.Image.Output(display_name="frames"), io.Float.Output(display_name="fps")],
+            outputs=[io.Image.Output(display_name="frames", tooltip="the kept frames, for VAP Encode Reference"),
+                     io.Float.Output(display_name="fps", tooltip="the video's frame rate")],
         )
 
     @classmethod
     def execute(cls, video, frames, selection, seed) -> io.NodeOutput:
-        images, fps = read_frames(folder_paths.get_annotated_filepath(video), frames, selection, seed)
+        check_choice("selection", selection, MODES)
+        images, fps = read_frames(input_video_path(video), frames, selection, seed)
         return io.NodeOutput(images, fps)
 
     @classmethod
     def fingerprint_inputs(cls, video, **kwargs):
-        return os.path.getmtime(folder_paths.get_annotated_filepath(video))
+        return os.path.getmtime(input_video_path(video))
 
+    # Only `video`: ComfyUI skips its own range checks for every input named here (all of them with **kwargs).
     @classmethod
-    def validate_inputs(cls, video, **kwargs):
-        if not folder_paths.exists_annotated_filepath(video):
-            return f"reference video not found in the input folder: {video}"
+    def validate_inputs(cls, video):
+        try:
+            input_video_path(video)
+        except InputError as err:
+            return str(err)
         return True
 
 
@@ -64,39 +89,48 @@ class VAPEncodeReference(io.ComfyNode):
     def define_schema(cls):
         return io.Schema(
             node_id="VAPEncodeReference",
-            display_name="VAP Encode Reference",
-            category="conditioning/video_models",
+            display_name="Video-As-Prompt Encode Reference",
+            category=CATEGORY,
             description="Puts the reference video (its latent, first-frame condition and CLIP tokens) and its captions "
-                        "into the conditioning: positive rows get the reference caption, negative rows its negative.",
+                        "into WanImageToVideo's conditioning, at that video's width and height: positive rows get the "
+                        "reference caption, negative rows its negative.",
             inputs=[
-                io.Conditioning.Input("positive"),
-                io.Conditioning.Input("negative"),
-                io.Vae.Input("vae"),
-                io.ClipVision.Input("clip_vision"),
+                io.Conditioning.Input("positive", tooltip="WanImageToVideo's positive (it also gives the video size)"),
+                io.Conditioning.Input("negative", tooltip="WanImageToVideo's negative"),
+                io.Vae.Input("vae", tooltip="the Wan 2.1 VAE (wan_2.1_vae.safetensors)"),
+                io.ClipVision.Input("clip_vision", tooltip="CLIP vision H, for the reference's first frame"),
                 io.Image.Input("reference", tooltip="reference video frames (from Load VAP Reference Video or any "
                                                     "video node)"),
-                io.Conditioning.Input("reference_positive", tooltip="the reference video's caption"),
+                io.Conditioning.Input("reference_positive", tooltip="the reference video's caption: a full "
+                                                                    "description of what it shows"),
                 io.Conditioning.Input("reference_negative", tooltip="negative prompt for the reference caption"),
-                io.Int.Input("width", default=832, min=16, max=nodes.MAX_RESOLUTION, step=16,
-                             tooltip="the video's width (as in WanImageToVideo); the reference is resized and "
-                                     "center-cropped to it"),
-                io.Int.Input("height", default=480, min=16, max=nodes.MAX_RESOLUTION, step=16),
             ],
-            outputs=[io.Conditioning.Output(display_name="positive"), io.Conditioning.Output(display_name="negative")],
+            outputs=[io.Conditioning.Output(display_name="positive", tooltip="positive with the reference, for the sampler"),
+                     io.Conditioning.Output(display_name="negative", tooltip="negative with the reference, for the sampler")],
         )
 
     @classmethod
-    def execute(cls, positive, negative, vae, clip_vision, reference, reference_positive, reference_negative,
-                width, height) -> io.NodeOutput:
+    def execute(cls, positive, negative, vae, clip_vision, reference, reference_positive, reference_negative
+                ) -> io.NodeOutput:
         if getattr(vae, "latent_channels", None) != 16 or getattr(vae, "latent_dim", None) != 3:
             raise InputError("the VAE is not Wan 2.1's (16 latent channels, video): load wan_2.1_vae.safetensors.")
         if reference.ndim != 4 or reference.shape[0] < 1:
             raise InputError(f"the reference must be video frames (IMAGE batch), got shape {tuple(reference.shape)}.")
+        width, height = video_size(positive)
         ref_x = encode_reference_input(vae, reference, width, height)
         clip_tokens = clip_vision.encode_image(reference[:1, :, :, :3], crop=True).penultimate_hidden_states
         positive = with_reference(positive, ref_x, _caption(reference_positive, "reference_positive"), clip_tokens)
         negative = with_reference(negative, ref_x, _caption(reference_negative, "reference_negative"), clip_tokens)
         return io.NodeOutput(positive, negative)
+
+
+def video_size(positive) -> tuple[int, int]:
+    """(width, height) in pixels of the video WanImageToVideo set up: from its concat_latent_image."""
+    latent = positive[0][1].get("concat_latent_image") if positive else None
+    if latent is None:
+        raise InputError("positive has no image-to-video latent: connect WanImageToVideo's positive and negative to "
+                         "VAP Encode Reference (it reads the video's width and height from them).")
+    return latent.shape[-1] * 8, latent.shape[-2] * 8
 
 
 def encode_reference_input(vae, frames: torch.Tensor, width: int, height: int) -> torch.Tensor:

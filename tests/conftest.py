@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -7,6 +8,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from helpers import Case, write_released  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "comfyui"))
+import harness  # noqa: E402
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """With VAP_NO_SKIPS=1 (CI) a skipped test fails: there, everything it needs is installed."""
+    report = (yield).get_result()
+    if os.environ.get("VAP_NO_SKIPS") == "1" and report.skipped:
+        report.outcome = "failed"
+        report.longrepr = f"skipped where every test must run (VAP_NO_SKIPS=1): {report.longrepr}"
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +41,26 @@ def case_comfy():
 def released_small(case_small, tmp_path_factory):
     """case_small's model as a released checkpoint folder (single file)."""
     return write_released(tmp_path_factory.mktemp("released_small"), case_small.group("official"), case_small.config)
+
+
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    """(ComfyUI folder, its Python, a --base-directory with the pack and tiny models), one per test module."""
+    root, why = harness.find_comfyui()
+    if root is None:
+        pytest.skip(why)
+    python, why = harness.comfy_python(root)
+    if python is None:
+        pytest.skip(why)
+    base = tmp_path_factory.mktemp("comfy_base")
+    harness.prepare_base(base, python, root)
+    return root, python, base
+
+
+@pytest.fixture(scope="module")
+def server(comfy):
+    """A real ComfyUI server with the real pack on a loopback port."""
+    root, python, base = comfy
+    srv = harness.Server(root, python, base)
+    yield srv
+    srv.stop()

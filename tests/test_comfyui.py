@@ -15,30 +15,8 @@ from safetensors.torch import load_file
 sys.path.insert(0, str(Path(__file__).parent / "comfyui"))
 import harness  # noqa: E402
 import tiny_models as tiny  # noqa: E402
-import ui_workflow  # noqa: E402
 
 NODE_IDS = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference")
-
-
-@pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
-    root, why = harness.find_comfyui()
-    if root is None:
-        pytest.skip(why)
-    python, why = harness.comfy_python(root)
-    if python is None:
-        pytest.skip(why)
-    base = tmp_path_factory.mktemp("comfy_base")
-    harness.prepare_base(base, python, root)
-    return root, python, base
-
-
-@pytest.fixture(scope="module")
-def server(comfy):
-    root, python, base = comfy
-    srv = harness.Server(root, python, base)
-    yield srv
-    srv.stop()
 
 
 def with_latent_output(graph: dict) -> dict:
@@ -82,13 +60,6 @@ def test_pack_loads_and_every_node_is_listed(server):
     assert options(info["VAPCheckpointLoader"]["input"]["required"]["checkpoint"]) == [tiny.EXPERT]
     assert info["VAPApplyExpert"]["output"] == ["MODEL"]
     assert info["VAPEncodeReference"]["output"] == ["CONDITIONING", "CONDITIONING"]
-
-
-def test_ui_workflow_is_the_api_workflow_for_this_comfyui(server):
-    """The shipped UI graph has exactly the API graph's nodes, links and widget values, laid out
-    the way this ComfyUI's /object_info describes the nodes (regenerate: tests/comfyui/ui_workflow.py)."""
-    api = json.loads(harness.API_WORKFLOW.read_text())
-    assert json.loads(ui_workflow.UI_WORKFLOW.read_text()) == ui_workflow.api_to_ui(api, server.get("/object_info"))
 
 
 def options(spec) -> list:
@@ -156,16 +127,51 @@ def test_bad_inputs_come_back_as_clear_errors_and_the_server_keeps_serving(serve
     expect_error(server, wf(changes={("VAPLoadReferenceVideo", "video"): tiny.SHORT_REFERENCE,
                                ("VAPLoadReferenceVideo", "selection"): "first"}), "has 3 frames")
     expect_error(server, wf(changes={("VAPLoadReferenceVideo", "video"): tiny.NOT_A_VIDEO}), "cannot be read as a video")
-    expect_error(server, wf(changes={("VAPEncodeReference", "width"): 32}), "set VAPEncodeReference's width and height")
     history = server.run(wf(steps=1))  # and the next prompt runs normally
     assert harness.execution_error(history) is None
 
 
-def from_released_checkpoint(graph: dict) -> dict:
+def refused(server, graph: dict) -> list[dict]:
+    """The errors of a prompt ComfyUI refuses at validation (before any node runs)."""
+    status, answer = server.queue(graph)
+    assert status == 400, f"expected a validation error, got {status}: {answer}"
+    return [e for node in answer["node_errors"].values() for e in node["errors"]]
+
+
+def test_bad_inputs_are_refused_at_validation_once_each(server, comfy, tmp_path):
+    wf = harness.tiny_workflow
+    (errors,) = refused(server, wf(changes={("VAPExpertLoader", "expert_name"): "missing_expert.safetensors"}))
+    assert "missing_expert.safetensors' is not in models/vap" in errors["details"]
+    (errors,) = refused(server, from_released_checkpoint(wf(), checkpoint="nothing.safetensors"))
+    assert "'nothing.safetensors' is not in models/vap" in errors["details"]
+    (errors,) = refused(server, wf(changes={("VAPLoadReferenceVideo", "video"): "not_there.mp4"}))
+    assert "reference video 'not_there.mp4' is not in ComfyUI's input folder" in errors["details"]
+    outside = comfy[2] / "outside.mp4"  # a real video, beside the input folder
+    outside.write_bytes((comfy[2] / "input" / tiny.REFERENCE).read_bytes())
+    for name in ("../outside.mp4", str(outside)):
+        (errors,) = refused(server, wf(changes={("VAPLoadReferenceVideo", "video"): name}))
+        assert "is outside ComfyUI's input folder" in errors["details"], errors
+    # ComfyUI's own range checks still apply to the other inputs
+    (errors,) = refused(server, wf(changes={("VAPLoadReferenceVideo", "frames"): 1026}))
+    assert errors["type"] == "value_bigger_than_max" and errors["details"] == "frames"
+    (errors,) = refused(server, wf(changes={("VAPLoadReferenceVideo", "frames"): 0}))
+    assert errors["type"] == "value_smaller_than_min"
+    expect_error(server, wf(changes={("VAPLoadReferenceVideo", "selection"): "bogus"}),
+                 "selection 'bogus' is not one of evenly, first, random")
+
+
+def test_the_reference_is_encoded_at_the_videos_own_size(server, comfy):
+    """VAP Encode Reference takes the size from WanImageToVideo's conditioning: a non-square video runs."""
+    graph = harness.tiny_workflow(changes={("WanImageToVideo", "width"): 96, ("WanImageToVideo", "height"): 48})
+    latent = run_latent(server, comfy[2], graph)
+    assert latent.shape[-2:] == (6, 12)
+
+
+def from_released_checkpoint(graph: dict, checkpoint: str = tiny.EXPERT) -> dict:
     """Backbone and expert both from the released checkpoint through VAPCheckpointLoader."""
     ids = {n["class_type"]: k for k, n in graph.items()}
     graph[ids["UNETLoader"]] = {"class_type": "VAPCheckpointLoader", "inputs": {
-        "checkpoint": tiny.EXPERT, "weight_dtype": "default", "expert_dtype": "default"}}
+        "checkpoint": checkpoint, "weight_dtype": "default", "expert_dtype": "default"}}
     apply = graph[ids["VAPApplyExpert"]]["inputs"]
     apply["model"], apply["expert"] = [ids["UNETLoader"], 0], [ids["UNETLoader"], 1]
     del graph[ids["VAPExpertLoader"]]

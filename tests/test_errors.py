@@ -119,6 +119,25 @@ def test_missing_shard(case_small, tmp_path):
         export_expert(folder, tmp_path / "e.safetensors")
 
 
+@pytest.mark.parametrize("shard", ["../../outside.safetensors", "/etc/hostname", "sub/../../x.safetensors",
+                                   "escape.safetensors", "shard.bin"])
+def test_shards_outside_the_index_folder_are_refused_before_any_file_is_opened(case_small, tmp_path, shard, monkeypatch):
+    import json
+    from vap_core import checkpoint
+    folder = write_released(tmp_path / "ckpt", case_small.group("official"), case_small.config, shards=2)
+    (tmp_path / "outside.safetensors").write_bytes(b"")
+    index = folder / "transformer" / "diffusion_pytorch_model.safetensors.index.json"
+    (folder / "transformer" / "escape.safetensors").symlink_to(tmp_path / "outside.safetensors")
+    data = json.loads(index.read_text())
+    data["weight_map"][next(iter(data["weight_map"]))] = shard
+    index.write_text(json.dumps(data))
+    opened = []
+    monkeypatch.setattr(checkpoint, "safe_open", lambda *a, **k: opened.append(a) or pytest.fail("a file was opened"))
+    with pytest.raises(NotACheckpointError, match="shards must be .safetensors files in the index's own folder"):
+        VAPTransformer.from_checkpoint(folder)
+    assert opened == []
+
+
 def test_missing_path(tmp_path):
     with pytest.raises(MissingShardError, match="does not exist"):
         VAPTransformer.from_checkpoint(tmp_path / "nowhere")

@@ -14,7 +14,7 @@ FIELDS = {
     "negative_prompt": [("9", "text")], "reference_negative_prompt": [("20", "text")],
     "seed": [("16", "seed")], "steps": [("16", "steps")], "cfg": [("16", "cfg")],
     "frames": [("13", "length"), ("14", "frames")],
-    "width": [("13", "width"), ("15", "width")], "height": [("13", "height"), ("15", "height")],
+    "width": [("13", "width")], "height": [("13", "height")],
     "expert": [("5", "expert_name")], "rope_delta": [("6", "rope_delta")],
     "start_percent": [("6", "start_percent")], "end_percent": [("6", "end_percent")],
     "output_prefix": [(OUTPUT_NODE, "filename_prefix")],

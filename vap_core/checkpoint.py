@@ -146,6 +146,14 @@ def _shards(index: Path) -> list[Path]:
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
         raise CorruptCheckpointError(f"{index} is not a safetensors index (no weight_map: {err}).") from None
     shards = sorted(set(weight_map.values()))
+    folder = index.parent.resolve()
+    for shard in shards:
+        # a shard is a file of the index's own folder: no "..", no absolute path, no symlink out of it
+        inside = isinstance(shard, str) and (folder / shard).resolve().parent == folder
+        if not inside or not shard.endswith(".safetensors"):
+            raise NotACheckpointError(
+                f"{index} names {shard!r} as a shard; shards must be .safetensors files in the index's own folder "
+                f"({folder}). Nothing was read. Download the checkpoint's index json again.")
     missing = [s for s in shards if not (index.parent / s).is_file()]
     if missing:
         raise MissingShardError(

@@ -27,3 +27,9 @@ class IncompatibleExpertError(VAPError, ValueError):
 
 class InputError(VAPError, ValueError):
     """Model inputs with wrong shapes, channel counts or batch sizes."""
+
+
+# ComfyUI shows an error's type as module.name; the pack's module path is a filesystem path there.
+for _error in (VAPError, NotACheckpointError, MissingShardError, CorruptCheckpointError, CheckpointMismatchError,
+               IncompatibleExpertError, InputError):
+    _error.__module__ = "video_as_prompt"

@@ -1,7 +1,7 @@
 """Quick start: run the pack's shipped API workflow in a ComfyUI found on this machine, with tiny
 random models in place of the real 14B files, and print where the video was written.
 
-    python tests/comfyui/demo.py
+    python3 tests/comfyui/demo.py        (any Python 3: it runs ComfyUI with ComfyUI's own Python)
 
 The tiny models have random weights, so the video is noise: this shows the graph running end to
 end (loaders, expert, reference encoding, KSampler, decode, save) on your ComfyUI, not a result.
@@ -19,7 +19,12 @@ def main() -> int:
     root, why = harness.find_comfyui()
     python, why = harness.comfy_python(root) if root else (None, why)
     if python is None:
-        print(f"{why}\n\nMeanwhile, the pure-PyTorch check of the VAP model against the paper's implementation:\n")
+        print(why)
+        if subprocess.run([sys.executable, "-c", "import torch, safetensors"], capture_output=True).returncode:
+            print("\n(With torch and safetensors in this Python, this demo would also check the VAP model against "
+                  "the paper's implementation without ComfyUI: pip install -r requirements.txt)")
+            return 2
+        print("\nMeanwhile, the pure-PyTorch check of the VAP model against the paper's implementation:\n")
         return subprocess.call([sys.executable, "-m", "vap_core.demo"], cwd=harness.ROOT)
     base, output = root / "temp" / "vap_demo", root / "output"  # ComfyUI's own temp and output folders
     print(f"ComfyUI: {root}\nwriting tiny random models to {base} ...")

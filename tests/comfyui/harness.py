@@ -17,10 +17,11 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 API_WORKFLOW = ROOT / "workflows" / "api" / "vap_wan21_i2v_480p.json"
 sys.path.insert(0, str(HERE))
-import tiny_models as tiny  # noqa: E402  (its heavy imports run only under ComfyUI's Python)
+import tiny_names as tiny  # noqa: E402
 
-SETUP_HINT = ("Get one with: fetch Comfy-Org/ComfyUI into ~/ComfyUI (see ../shared/COMFYUI.md), then "
-              "`bash tests/comfyui/setup_env.sh ~/ComfyUI`; or set COMFYUI_PATH (and COMFYUI_PYTHON).")
+SETUP_HINT = ("Install this pack in your ComfyUI (ComfyUI/custom_nodes/), or set COMFYUI_PATH to a ComfyUI folder "
+              "(and COMFYUI_PYTHON to the Python that runs it). To give a ComfyUI source folder a CPU-only "
+              "environment: bash tests/comfyui/setup_env.sh PATH/TO/ComfyUI")
 
 
 def find_comfyui() -> tuple[Path | None, str]:
@@ -62,33 +63,32 @@ def comfy_env() -> dict:
     return {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
 
 
+# class_type -> the test-only loader with the same inputs that reads the tiny file (tiny_nodes/)
+TINY_SWAP = {"CLIPLoader": "VAPTestTextEncoderLoader", "CLIPVisionLoader": "VAPTestCLIPVisionLoader"}
+
+
+def tiny_inputs(steps: int = 2, length: int = 9, size: int = tiny.SIZE) -> dict:
+    """(class_type, input name) -> value: tiny sizes and the test inputs, for the shipped workflows."""
+    return {("WanImageToVideo", "width"): size, ("WanImageToVideo", "height"): size,
+            ("WanImageToVideo", "length"): length,
+            ("VAPLoadReferenceVideo", "video"): tiny.REFERENCE, ("VAPLoadReferenceVideo", "frames"): length,
+            ("LoadImage", "image"): tiny.START_IMAGE, ("KSampler", "steps"): steps,
+            ("SaveVideo", "filename_prefix"): "vap_test"}
+
+
 def tiny_workflow(steps: int = 2, length: int = 9, size: int = tiny.SIZE, changes: dict | None = None) -> dict:
     """The shipped API workflow with tiny models, tiny sizes and the test inputs substituted;
     `changes` maps (class_type, input name) to a value."""
     graph = copy.deepcopy(json.loads(API_WORKFLOW.read_text()))
-    by_type = {}
-    for node_id, node in graph.items():
-        by_type.setdefault(node["class_type"], []).append(node_id)
-    swap = {"CLIPLoader": "VAPTestTextEncoderLoader", "CLIPVisionLoader": "VAPTestCLIPVisionLoader"}
+    unknown = {class_type for class_type, _ in changes or {}} - {n["class_type"] for n in graph.values()}
+    if unknown:
+        raise KeyError(f"the workflow has no {sorted(unknown)} node")
     for node in graph.values():
-        node["class_type"] = swap.get(node["class_type"], node["class_type"])
-        inputs = node["inputs"]
-        for key in ("width", "height"):
-            if key in inputs:
-                inputs[key] = size
-        if "length" in inputs:
-            inputs["length"] = length
-        if node["class_type"] == "VAPLoadReferenceVideo":
-            inputs.update(video=tiny.REFERENCE, frames=length)
-        if node["class_type"] == "LoadImage":
-            inputs["image"] = tiny.START_IMAGE
-        if node["class_type"] == "KSampler":
-            inputs["steps"] = steps
-        if node["class_type"] == "SaveVideo":
-            inputs["filename_prefix"] = "vap_test"
-    for (class_type, key), value in (changes or {}).items():
-        for node_id in by_type[class_type]:
-            graph[node_id]["inputs"][key] = value
+        node["class_type"] = TINY_SWAP.get(node["class_type"], node["class_type"])
+    for (class_type, key), value in {**tiny_inputs(steps, length, size), **(changes or {})}.items():
+        for node in graph.values():
+            if node["class_type"] == class_type:
+                node["inputs"][key] = value
     return graph
 
 

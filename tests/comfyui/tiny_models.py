@@ -10,32 +10,16 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(HERE)]
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from safetensors.torch import save_file  # noqa: E402
 
 from helpers import Case  # noqa: E402
+from tiny_names import *  # noqa: E402,F403  (the file names it writes; tests read them from here too)
 from vap_core.demo import write_released  # noqa: E402
 
-UNET = "wan2.1_i2v_480p_14B_fp16.safetensors"
-VAE = "wan_2.1_vae.safetensors"
-TEXT_ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
-CLIP_VISION = "clip_vision_h.safetensors"
-RELEASED = "Video-As-Prompt-Wan2.1-14B"
-EXPERT = f"{RELEASED}/transformer/diffusion_pytorch_model.safetensors.index.json"
-START_IMAGE = "vap_tiny_start.png"
-REFERENCE = "vap_tiny_reference.mp4"
-SHORT_REFERENCE = "vap_tiny_short.mp4"
-GIF_REFERENCE = "vap_tiny_reference.gif"
-NOT_A_VIDEO = "vap_not_a_video.mp4"
-T2V_UNET = "wan2.1_t2v_tiny.safetensors"  # a wrong backbone: text-to-video
-NOT_AN_EXPERT = "not_an_expert.safetensors"  # a Wan diffusion model placed in models/vap
-WIDE_UNET = "wan2.1_i2v_wider_tiny.safetensors"  # Wan 2.1 I2V of another width (like 1.3B vs 14B)
-RETRAINED_UNET = "wan2.1_i2v_other_weights_tiny.safetensors"  # same sizes, other weights (a fine-tune)
-LORA = "vap_tiny_lora.safetensors"  # a LoRA on the first (expert) layer's self-attention q
-SIZE = 64
 TINY_CLIP_VISION = {"hidden_size": 1280, "intermediate_size": 256, "num_attention_heads": 16, "num_hidden_layers": 2,
                     "image_size": 224, "patch_size": 14, "projection_dim": 64, "num_channels": 3, "hidden_act": "gelu",
                     "layer_norm_eps": 1e-5, "model_type": "clip_vision_model"}

@@ -1,0 +1,191 @@
+// Opens a shipped UI workflow in ComfyUI's real frontend as a user does, checks what the frontend made
+// of it, then runs it from the UI with the tiny test models. Prints one JSON object; the pytest side
+// (tests/test_browser.py) asserts on it.
+//
+//   node tests/browser/check_workflow.mjs SERVER_URL UI.json API.json TINY.json OUT_DIR
+//
+// TINY.json: {"swap": {class_type: test class_type}, "widgets": {class_type: {widget: value}},
+//             "user_files": [[class_type, widget], ...],   (the user's own input files, not in any list)
+//             "searches": [query, ...]}                    (typed into the node library's search box)
+import fs from "fs";
+import path from "path";
+import { closeDialogs, launch, openComfy } from "../../tools/browser/comfy_page.mjs";
+
+const [url, uiPath, apiPath, tinyPath, outDir] = process.argv.slice(2);
+const workflow = JSON.parse(fs.readFileSync(uiPath, "utf8"));
+const api = JSON.parse(fs.readFileSync(apiPath, "utf8"));
+const tiny = JSON.parse(fs.readFileSync(tinyPath, "utf8"));
+const templateName = path.basename(uiPath, ".json");
+const result = {};
+
+// In the page: what is wrong with the graph as the frontend holds it now.
+function inspectGraph(userFiles) {
+  const { app, LiteGraph } = window;
+  const graph = app.graph;
+  const problems = { missing_types: [], broken_links: [], mismatched_links: [], bad_widgets: [] };
+  for (const node of graph.nodes) {
+    if (!LiteGraph.registered_node_types[node.type]) problems.missing_types.push(node.type);
+  }
+  const links = graph.links instanceof Map ? [...graph.links.values()] : Object.values(graph.links);
+  for (const link of links) {
+    const from = graph.getNodeById(link.origin_id), to = graph.getNodeById(link.target_id);
+    const out = from?.outputs?.[link.origin_slot], inp = to?.inputs?.[link.target_slot];
+    if (!out || !inp || inp.link !== link.id || !(out.links ?? []).includes(link.id)) {
+      problems.broken_links.push(link.id);
+    } else if (out.type !== link.type || !LiteGraph.isValidConnection(out.type, inp.type)) {
+      problems.mismatched_links.push(`${from.type}.${out.name} (${out.type}) -> ${to.type}.${inp.name} (${inp.type})`);
+    }
+  }
+  for (const node of graph.nodes) {
+    for (const input of node.inputs ?? []) {
+      if (input.link != null && !links.some((l) => l.id === input.link)) problems.broken_links.push(`${node.type}.${input.name}`);
+    }
+    for (const w of node.widgets ?? []) {
+      if (w.type === "button") continue;
+      const where = `${node.type}.${w.name} = ${JSON.stringify(w.value)}`;
+      const o = w.options ?? {};
+      if (w.value === undefined || w.value === null) {
+        problems.bad_widgets.push(`${where} (no value)`);
+      } else if (w.type === "number") {
+        if (typeof w.value !== "number" || !Number.isFinite(w.value)) problems.bad_widgets.push(`${where} (not a number)`);
+        else if ((o.min != null && w.value < o.min) || (o.max != null && w.value > o.max)) {
+          problems.bad_widgets.push(`${where} (outside ${o.min}..${o.max})`);
+        }
+      } else if (w.type === "combo") {
+        const values = typeof o.values === "function" ? o.values(w, node) : o.values;
+        const userFile = userFiles.some(([type, name]) => type === node.type && name === w.name);
+        if (!userFile && !(values ?? []).includes(w.value)) problems.bad_widgets.push(`${where} (not one of its options)`);
+      } else if (["text", "customtext", "string"].includes(w.type) && typeof w.value !== "string") {
+        problems.bad_widgets.push(`${where} (not text)`);
+      }
+    }
+  }
+  return problems;
+}
+
+// In the page: graphToPrompt's API graph against the shipped API workflow (same nodes, inputs, values).
+async function promptDifferences(api) {
+  const { output } = await window.app.graphToPrompt();
+  const diffs = [];
+  const ids = new Set([...Object.keys(output), ...Object.keys(api)]);
+  for (const id of ids) {
+    const a = output[id], b = api[id];
+    if (!a || !b || a.class_type !== b.class_type) { diffs.push(`node ${id}: ${a?.class_type} vs ${b?.class_type}`); continue; }
+    const names = new Set([...Object.keys(a.inputs), ...Object.keys(b.inputs)]);
+    for (const name of names) {
+      if (JSON.stringify(a.inputs[name]) !== JSON.stringify(b.inputs[name])) {
+        diffs.push(`${b.class_type} (${id}).${name}: UI gives ${JSON.stringify(a.inputs[name])}, API has ${JSON.stringify(b.inputs[name])}`);
+      }
+    }
+  }
+  return diffs;
+}
+
+const browser = await launch();
+try {
+  const { page, errors } = await openComfy(browser, url);
+  const startupErrors = errors.length;  // the frontend's own, before any workflow is opened
+
+  // 1. Open the file as a user does, and check it as the frontend holds it
+  await page.evaluate((wf) => window.app.loadGraphData(wf), workflow);
+  result.loaded = await page.evaluate(inspectGraph, tiny.user_files);
+  result.loaded.prompt_differences = await page.evaluate(promptDifferences, api);
+  result.loaded.scale = await page.evaluate(() => window.app.canvas.ds.scale);
+  result.loaded.groups = await page.evaluate(() => window.app.graph.groups.map((g) => g.title));
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  await page.screenshot({ path: path.join(outDir, `${templateName}.png`) });
+
+  // 2. The template browser: open it, pick this pack's template, check what it loaded
+  await page.evaluate(() => window.app.graph.clear());
+  result.template = await page.evaluate(async (name) => {
+    const list = await (await fetch("/api/workflow_templates")).json();
+    const module = Object.keys(list).find((m) => list[m].includes(name));
+    return { module, listed: list };
+  }, templateName);
+  if (result.template.module) {
+    const thumb = await page.evaluate(async (m, n) => {
+      const r = await fetch(`/api/workflow_templates/${encodeURIComponent(m)}/${encodeURIComponent(n)}.jpg`);
+      return { status: r.status, type: r.headers.get("content-type"), bytes: (await r.arrayBuffer()).byteLength };
+    }, result.template.module, templateName);
+    result.template.thumbnail = thumb;
+    await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
+    const inDialog = (tag, text) => `xpath///*[contains(@class, "p-dialog")]//${tag}[normalize-space(.)=${JSON.stringify(text)}]`;
+    await page.waitForSelector(inDialog("li", result.template.module), { timeout: 30000 }).catch(() => null);
+    await new Promise((resolve) => setTimeout(resolve, 1500));  // the dialog renders its list twice
+    await (await page.$(inDialog("li", result.template.module)))?.click();
+    const card = await page.waitForSelector(inDialog("h3", templateName), { timeout: 30000 }).catch(() => null);
+    result.template.card_found = Boolean(card);
+    await page.screenshot({ path: path.join(outDir, `${templateName} - template browser.png`) });
+    if (card) {
+      await card.click();
+      await closeDialogs(page);
+      await page.waitForFunction(() => window.app.graph.nodes.length > 0, { timeout: 30000 }).catch(() => null);
+      result.template.loaded = await page.evaluate(inspectGraph, tiny.user_files);
+      result.template.loaded.node_count = await page.evaluate(() => window.app.graph.nodes.length);
+      result.template.loaded.prompt_differences = await page.evaluate(promptDifferences, api);
+    }
+  }
+
+  // 3. The node library: what a search finds (labels of the tree's leaves)
+  await page.evaluate(() => window.app.extensionManager.command.execute("Workspace.ToggleSidebarTab.node-library"));
+  result.library = {};
+  for (const query of tiny.searches) {
+    const input = await page.waitForSelector("input.search-box-input", { timeout: 30000 });
+    await input.click({ count: 3 });
+    await input.type(query);
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    result.library[query] = await page.evaluate(() => [...document.querySelectorAll(".p-tree-node-leaf .p-tree-node-label")]
+      .map((e) => e.textContent.trim()));
+  }
+  await page.evaluate(() => window.app.extensionManager.command.execute("Workspace.ToggleSidebarTab.node-library"));
+
+  // 4. Run it from the UI with the tiny models: swap the test loaders in, set the tiny sizes, queue
+  await page.evaluate(async (wf, tiny) => {
+    const data = structuredClone(wf);
+    for (const node of data.nodes) node.type = tiny.swap[node.type] ?? node.type;
+    await window.app.loadGraphData(data);
+    for (const node of window.app.graph.nodes) {
+      for (const [name, value] of Object.entries(tiny.widgets[node.type] ?? {})) {
+        const widget = node.widgets.find((w) => w.name === name);
+        if (!widget) throw new Error(`${node.type} has no widget ${name}`);
+        widget.value = value;
+      }
+    }
+  }, workflow, tiny);
+  await page.evaluate(() => {
+    window.vapEvents = [];
+    for (const kind of ["execution_start", "executed", "execution_success", "execution_error"]) {
+      window.app.api.addEventListener(kind, (e) => window.vapEvents.push({ kind, detail: e.detail }));
+    }
+  });
+  const queued = page.waitForResponse((r) => r.url().endsWith("/prompt") && r.request().method() === "POST");
+  await page.evaluate(() => { window.app.queuePrompt(0, 1); });  // what the Run button does
+  const answer = await queued;
+  result.run = { queue_status: answer.status(), queue_answer: await answer.json() };
+  if (answer.ok()) {
+    await page.waitForFunction(() => window.vapEvents.some((e) => ["execution_success", "execution_error"].includes(e.kind)),
+      { timeout: 600000, polling: 500 });
+    Object.assign(result.run, await page.evaluate(() => ({
+      events: window.vapEvents.map((e) => e.kind),
+      error: window.vapEvents.find((e) => e.kind === "execution_error")?.detail ?? null,
+      outputs: window.vapEvents.filter((e) => e.kind === "executed").map((e) => ({ node: e.detail.node, output: e.detail.output })),
+    })));
+  }
+  const saved = (result.run.outputs ?? []).flatMap((o) => o.output?.images ?? []).find((f) => /\.(mp4|webm)$/.test(f.filename));
+  result.run.video = saved ? await page.evaluate(async (f) => {
+    const video = document.createElement("video");
+    video.muted = true;
+    video.src = `/api/view?filename=${encodeURIComponent(f.filename)}&subfolder=${encodeURIComponent(f.subfolder)}&type=${f.type}`;
+    document.body.appendChild(video);
+    await new Promise((resolve) => { video.onloadeddata = resolve; video.onerror = resolve; setTimeout(resolve, 20000); });
+    const loaded = { file: f, readyState: video.readyState, duration: video.duration, error: video.error?.message ?? null };
+    await video.play().catch(() => {});
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    return { ...loaded, played_to: video.currentTime };
+  }, saved) : null;
+  await page.screenshot({ path: path.join(outDir, `${templateName} - after run.png`) });
+  result.page_errors = errors.slice(startupErrors).filter((e) => !e.includes("Failed to load resource"));
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify(result));

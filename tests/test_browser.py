@@ -1,0 +1,99 @@
+"""The shipped UI workflows in ComfyUI's real web frontend (headless Chromium driven by puppeteer-core,
+tests/browser/check_workflow.mjs): opened as a user opens them, from the file and from the template
+browser, then run from the UI with the tiny models. Skipped, with the reason, where Chromium, node or
+`npm ci` in tools/browser is missing (CI installs them)."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import av
+import pytest
+
+import harness
+import tiny_models as tiny
+import ui_workflow
+
+ROOT = Path(__file__).resolve().parents[1]
+CHECK = ROOT / "tests" / "browser" / "check_workflow.mjs"
+# the user's own input files: their names in a shipped workflow are examples, in no list
+USER_FILES = [["LoadImage", "image"], ["VAPLoadReferenceVideo", "video"]]
+PACK_NODES = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference")
+SEARCHES = ["video as prompt", "VAP"]
+SCREENSHOTS = ROOT / ".screenshots"  # kept after the run (git-ignored), for a look at what the test saw
+
+
+def browser_missing() -> str | None:
+    if not Path("/usr/bin/chromium").exists():
+        return "no /usr/bin/chromium (Debian package chromium)"
+    if shutil.which("node") is None:
+        return "no node"
+    if not (ui_workflow.BROWSER_TOOLS / "node_modules" / "puppeteer-core").is_dir():
+        return "puppeteer-core not installed: run `npm ci` in tools/browser"
+    return None
+
+
+@pytest.fixture(scope="module")
+def frontend(server, tmp_path_factory):
+    why = browser_missing()
+    if why:
+        pytest.skip(why)
+    return server
+
+
+def tiny_spec(path: Path) -> Path:
+    widgets = {}
+    for (class_type, name), value in harness.tiny_inputs(steps=2, length=9).items():
+        widgets.setdefault(harness.TINY_SWAP.get(class_type, class_type), {})[name] = value
+    path.write_text(json.dumps({"swap": harness.TINY_SWAP, "widgets": widgets, "user_files": USER_FILES,
+                                "searches": SEARCHES}))
+    return path
+
+
+@pytest.mark.parametrize("ui_path", list(ui_workflow.UI_WORKFLOWS), ids=lambda p: p.stem)
+def test_shipped_workflow_opens_valid_and_runs_from_the_ui(frontend, ui_path, tmp_path, comfy):
+    SCREENSHOTS.mkdir(exist_ok=True)
+    api_path = ui_workflow.UI_WORKFLOWS[ui_path]
+    proc = subprocess.run(["node", str(CHECK), frontend.url, str(ui_path), str(api_path), str(tiny_spec(tmp_path / "tiny.json")),
+                           str(SCREENSHOTS)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+
+    for how in ("loaded", "template"):
+        checks = result[how] if how == "loaded" else result["template"].get("loaded")
+        assert checks is not None, f"not loaded through the template browser: {result['template']}"
+        assert checks["missing_types"] == [], (how, checks["missing_types"])
+        assert checks["broken_links"] == [], (how, checks["broken_links"])
+        assert checks["mismatched_links"] == [], (how, checks["mismatched_links"])
+        assert checks["bad_widgets"] == [], (how, checks["bad_widgets"])
+        # what the frontend would queue is exactly the shipped API workflow
+        assert checks["prompt_differences"] == [], (how, checks["prompt_differences"])
+
+    loaded = result["loaded"]
+    assert loaded["scale"] >= 0.6, "opens at a zoom where nodes draw their widgets"
+    assert len(loaded["groups"]) >= 4 and all(g.startswith("Step") for g in loaded["groups"]), loaded["groups"]
+    template = result["template"]
+    assert template["module"] == "ComfyUI-Video-As-Prompt", template  # the pack's folder in custom_nodes
+    assert template["thumbnail"]["status"] == 200 and template["thumbnail"]["type"] == "image/jpeg"
+    assert template["card_found"], "the template card is in the template browser"
+
+    names = {info["display_name"] for key, info in frontend.get("/object_info").items() if key in PACK_NODES}
+    assert len(names) == len(PACK_NODES)
+    for query in SEARCHES:  # the node library's search box finds every node of the pack
+        assert names <= set(result["library"][query]), (query, result["library"][query])
+
+    run = result["run"]
+    assert run["queue_status"] == 200, run["queue_answer"]
+    assert run["error"] is None, run["error"]
+    assert "execution_success" in run["events"], run["events"]
+    video = run["video"]
+    assert video is not None, run["outputs"]
+    assert video["readyState"] >= 2 and video["duration"] > 0, video
+    path = comfy[2] / "output" / video["file"]["subfolder"] / video["file"]["filename"]
+
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 9 and frames[0].shape == (tiny.SIZE, tiny.SIZE, 3)
+    assert result["page_errors"] == [], result["page_errors"]
