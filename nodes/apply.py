@@ -38,10 +38,14 @@ class VAPApplyExpert(io.ComfyNode):
                                tooltip="...to this one; outside it the model is plain Wan (and as fast)."),
             ],
             outputs=[io.Model.Output(tooltip="the Wan model with the expert attached, for the sampler")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
     def execute(cls, model, expert, rope_delta, start_percent, end_percent) -> io.NodeOutput:
+        if start_percent > end_percent:
+            warn(cls.hidden.unique_id, f"VAP: start_percent {start_percent} is after end_percent {end_percent}, so the "
+                 "expert never runs and the reference is ignored. Set start below end (start = end is the off switch).")
         module = expert.model
         check_backbone(model, module)
         warn_if_other_backbone(model, module)
@@ -53,6 +57,14 @@ class VAPApplyExpert(io.ComfyNode):
         m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, runner.diffusion_model)
         m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, runner.outer_sample)
         return io.NodeOutput(m)
+
+
+def warn(node_id, message: str):
+    """A warning in the console and as text on the node in the UI."""
+    logging.warning(message)
+    from server import PromptServer  # ComfyUI's server module, only there once ComfyUI runs
+    if PromptServer.instance is not None and node_id is not None:
+        PromptServer.instance.send_progress_text(message, node_id)
 
 
 def check_backbone(model, expert):

@@ -6,6 +6,7 @@ import os
 import torch
 
 import comfy.latent_formats
+import comfy.model_management
 import comfy.utils
 import folder_paths
 import nodes
@@ -14,8 +15,8 @@ from comfy_api.latest import io
 from ..vap_core.errors import InputError
 from ..vap_core.frames import MODES
 from .binding import REFERENCE, Reference, ReferenceCond
+from ..vap_core.video import SUFFIXES, read_frames
 from .choices import CATEGORY, check_choice
-from .video_file import SUFFIXES, read_frames
 
 
 def _input_videos() -> list[str]:
@@ -59,15 +60,22 @@ class VAPLoadReferenceVideo(io.ComfyNode):
                                        "random: a contiguous run at a seeded start"),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF,
                              tooltip="where the 'random' selection starts; ignored by the others"),
+                io.Int.Input("max_side", default=1280, min=0, max=nodes.MAX_RESOLUTION, step=16, optional=True,
+                             tooltip="frames longer than this on either side are scaled down as they are read, "
+                                     "which bounds memory for 4K clips (VAP Encode Reference then fits them to the "
+                                     "video's size); 0 keeps the source size"),
             ],
             outputs=[io.Image.Output(display_name="frames", tooltip="the kept frames, for VAP Encode Reference"),
                      io.Float.Output(display_name="fps", tooltip="the video's frame rate")],
         )
 
     @classmethod
-    def execute(cls, video, frames, selection, seed) -> io.NodeOutput:
+    def execute(cls, video, frames, selection, seed, max_side=1280) -> io.NodeOutput:
         check_choice("selection", selection, MODES)
-        images, fps = read_frames(input_video_path(video), frames, selection, seed)
+        bar = comfy.utils.ProgressBar(frames)
+        images, fps = read_frames(input_video_path(video), frames, selection, seed, max_side=max_side,
+                                  progress=lambda done, total: bar.update_absolute(done, total),
+                                  check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
         return io.NodeOutput(images, fps)
 
     @classmethod

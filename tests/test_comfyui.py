@@ -62,6 +62,17 @@ def test_pack_loads_and_every_node_is_listed(server):
     assert info["VAPEncodeReference"]["output"] == ["CONDITIONING", "CONDITIONING"]
 
 
+def test_every_node_is_in_one_category_with_a_tooltip_on_every_input_and_output(server):
+    info = server.get("/object_info")
+    assert {info[n]["category"] for n in NODE_IDS} == {"Video-As-Prompt"}
+    for n in NODE_IDS:
+        inputs = {**info[n]["input"].get("required", {}), **info[n]["input"].get("optional", {})}
+        untipped = [name for name, spec in inputs.items() if not (len(spec) > 1 and spec[1].get("tooltip"))]
+        assert untipped == [], (n, untipped)
+        assert len(info[n]["output_tooltips"]) == len(info[n]["output"]) and all(info[n]["output_tooltips"]), n
+        assert "Video-As-Prompt" in info[n]["display_name"]  # what the node search matches "video as prompt" on
+
+
 def options(spec) -> list:
     """The choices of a combo input in /object_info (V3 nodes: ["COMBO", {"options": [...]}])."""
     return spec[1]["options"] if spec[0] == "COMBO" else spec[0]
@@ -158,6 +169,13 @@ def test_bad_inputs_are_refused_at_validation_once_each(server, comfy, tmp_path)
     assert errors["type"] == "value_smaller_than_min"
     expect_error(server, wf(changes={("VAPLoadReferenceVideo", "selection"): "bogus"}),
                  "selection 'bogus' is not one of evenly, first, random")
+
+
+def test_a_reversed_expert_window_warns(server):
+    history = server.run(harness.tiny_workflow(steps=1, changes={
+        ("VAPApplyExpert", "start_percent"): 0.6, ("VAPApplyExpert", "end_percent"): 0.4}))
+    assert harness.execution_error(history) is None
+    assert "start_percent 0.6 is after end_percent 0.4, so the expert never runs" in server.log_text()
 
 
 def test_the_reference_is_encoded_at_the_videos_own_size(server, comfy):

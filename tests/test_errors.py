@@ -1,6 +1,8 @@
 """Every bad file and bad input gets its own clear error."""
 import dataclasses
+import json
 import pickle
+import struct
 
 import pytest
 import torch
@@ -73,6 +75,22 @@ def test_pickle_is_never_loaded(tmp_path):
             VAPTransformer.from_checkpoint(path)
     with pytest.raises(NotACheckpointError, match="pickle"):
         load_expert_file(bad)
+    assert not BOMB_MARKER.exists()
+
+
+@pytest.mark.parametrize("fmt", ["pickle", "torch.save zip", "torch.save legacy"])
+def test_pickle_named_safetensors_is_recognised_and_never_loaded(case_small, tmp_path, fmt):
+    global BOMB_MARKER
+    BOMB_MARKER = tmp_path / "unpickled"
+    folder = write_released(tmp_path, {}, case_small.config)
+    bad = folder / "transformer" / "diffusion_pytorch_model.safetensors"
+    if fmt == "pickle":
+        bad.write_bytes(pickle.dumps(_Bomb()))
+    else:
+        torch.save({"w": torch.zeros(2), "x": _Bomb()}, bad, _use_new_zipfile_serialization=fmt.endswith("zip"))
+    for load in (VAPTransformer.from_checkpoint, load_expert_file):
+        with pytest.raises(NotACheckpointError, match="is a pickle-format file .*; it was never loaded"):
+            load(bad)
     assert not BOMB_MARKER.exists()
 
 
@@ -160,6 +178,34 @@ def test_truncated_and_damaged_files(case_small, released_small, tmp_path):
     expert.write_bytes(expert.read_bytes()[:-100])
     with pytest.raises(CorruptCheckpointError):
         load_expert_file(expert)
+
+
+def test_header_that_claims_more_than_the_file_holds_is_refused_before_mapping(tmp_path, monkeypatch):
+    from vap_core import checkpoint
+    header = json.dumps({"w": {"dtype": "BF16", "shape": [17_000_000_000], "data_offsets": [0, 34_000_000_000]}})
+    path = tmp_path / "huge.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header.encode() + bytes(64))
+    monkeypatch.setattr(checkpoint, "safe_open", lambda *a, **k: pytest.fail("the file was mapped"))
+    with pytest.raises(CorruptCheckpointError,
+                       match="its header says it holds 34000000000 bytes of tensors, but the file holds only 64"):
+        load_expert_file(path)
+
+
+@pytest.mark.parametrize("config, message", [
+    ([], r"config\.json holds a JSON list, not the object"),
+    ({"block_idx_with_mot_ref": ["a"]}, r"config\.json: block_idx_with_mot_ref is \['a'\]; it must be a list"),
+    ({"block_idx_with_mot_ref": 3}, r"config\.json: block_idx_with_mot_ref is 3; it must be a list"),
+    ({"block_idx_with_mot_ref": [0, 0, 2]}, r"config\.json: block_idx_with_mot_ref is \[0, 0, 2\]; .* distinct"),
+    ({"num_layers": "6"}, r"config\.json: num_layers is '6'; it must be a positive integer"),
+    ({"attention_head_dim": 64.5}, r"config\.json: attention_head_dim is 64\.5; it must be a positive integer"),
+    ({"patch_size": 2}, r"config\.json: patch_size is 2; it must be a list of 3 positive integers"),
+    ({"eps": "1e-6"}, r"config\.json: eps is '1e-6'; it must be a positive number"),
+])
+def test_config_of_wrong_shape_names_the_file_and_the_field(case_small, tmp_path, config, message):
+    config = dict(case_small.config, **config) if isinstance(config, dict) else config
+    folder = write_released(tmp_path, case_small.group("official"), config)
+    with pytest.raises(CorruptCheckpointError, match=message):
+        VAPTransformer.from_checkpoint(folder)
 
 
 def test_damaged_config(case_small, tmp_path):

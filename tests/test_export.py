@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -88,10 +89,42 @@ def test_cli_writes_file_and_shows_progress(released_small, tmp_path):
 
 
 def test_cli_reports_bad_source_clearly(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "vap_core.export", str(tmp_path / "nope"), str(tmp_path / "o.safetensors")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = run_cli(tmp_path / "nope", tmp_path / "o.safetensors")
     assert proc.returncode == 2
     assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "vap_core.export", *map(str, args)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("dst, message", [
+    ("modles/vap/e.safetensors", "the folder of DST {tmp}/modles/vap/e.safetensors ({tmp}/modles/vap) does not exist. "
+                                 "Nothing was read."),
+    (".", "DST {tmp} is a folder: name the file to write, e.g. {tmp}/vap_expert_bf16.safetensors"),
+])
+def test_cli_refuses_a_destination_it_cannot_write_before_reading(released_small, tmp_path, dst, message):
+    proc = run_cli(released_small, tmp_path if dst == "." else tmp_path / dst)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert message.format(tmp=tmp_path) in proc.stderr
+    assert "exporting expert" not in proc.stderr and list(tmp_path.iterdir()) == []
+
+
+def test_cli_refuses_an_exported_expert_as_source(released_small, tmp_path):
+    expert = tmp_path / "e.safetensors"
+    export_expert(released_small, expert)
+    proc = run_cli(expert, tmp_path / "again.safetensors")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"SRC {expert} is already an exported expert file (layers [0, 2, 5], bf16, from " in proc.stderr
+    assert "use it directly in models/vap" in proc.stderr and not (tmp_path / "again.safetensors").exists()
+
+
+def test_cli_reports_a_config_of_wrong_shape(case_small, tmp_path):
+    folder = write_released(tmp_path / "r", case_small.group("official"), [])
+    proc = run_cli(folder, tmp_path / "e.safetensors")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"{folder / 'transformer' / 'config.json'} holds a JSON list" in proc.stderr
 
 
 # VmHWM is the peak RSS of this process's own memory; ru_maxrss would include the parent's peak

@@ -30,12 +30,57 @@ def open_safetensors(path) -> "safe_open":
     if not path.is_file():
         raise MissingShardError(f"{path} does not exist. Check the path, or download the file again.")
     refuse_pickle(path)
+    _check_layout(path)
     try:
         return safe_open(str(path), framework="pt")
     except Exception as err:  # safetensors raises its own error type for every format problem
         raise CorruptCheckpointError(
             f"{path} cannot be read as safetensors ({err}). It is truncated, damaged or not a "
             "safetensors file: download or export it again.") from None
+
+
+def _check_layout(path: Path):
+    """Refuse a pickle by its first bytes, and a header whose tensors do not fit the file, before
+    safetensors maps anything. Other damage is left to safetensors' own checks."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    # safetensors: an 8-byte header length, then the JSON header ("{"); a pickle starts with its
+    # protocol byte 0x80, torch.save's zip with "PK\x03\x04"
+    if head.startswith((b"\x80", b"PK\x03\x04")) and head[8:9] != b"{":
+        raise NotACheckpointError(
+            f"{path} is a pickle-format file (torch.save), whatever its name says; it was never loaded: "
+            "this pack never loads pickles (they can run code). Use the .safetensors release of the model.")
+    data_start, header = read_header(path)
+    claimed, held = _data_size(header), path.stat().st_size - data_start
+    if claimed is not None and claimed > held:
+        raise CorruptCheckpointError(
+            f"{path}: its header says it holds {claimed} bytes of tensors, but the file holds only {held}: it is "
+            "truncated, or its header is damaged. Download or export it again.")
+
+
+MAX_HEADER = 100_000_000  # safetensors' own limit
+
+
+def read_header(path: Path) -> tuple[int, dict | None]:
+    """(where the tensor data starts, the JSON header); the header is None where it is not one."""
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if length > min(path.stat().st_size - 8, MAX_HEADER) or f.read(1) != b"{":
+            return 8 + length, None
+        try:
+            header = json.loads(b"{" + f.read(length - 1))
+        except ValueError:  # not JSON, or not UTF-8
+            return 8 + length, None
+    return 8 + length, header if isinstance(header, dict) else None
+
+
+def _data_size(header: dict | None) -> int | None:
+    """The bytes of tensor data a header announces; None where it is not a header safetensors accepts."""
+    try:
+        ends = [t["data_offsets"][1] for name, t in header.items() if name != "__metadata__"]
+    except (AttributeError, TypeError, KeyError, IndexError):
+        return None
+    return max(ends, default=0) if all(type(end) is int for end in ends) else None
 
 
 class TensorSource:
@@ -77,9 +122,7 @@ class TensorSource:
         with a dtype change holds at most one source tensor beside the result."""
         path = self._file[name]
         if path not in self._offsets:
-            with open(path, "rb") as f:
-                size = int.from_bytes(f.read(8), "little")
-                self._offsets[path] = (8 + size, json.loads(f.read(size)))
+            self._offsets[path] = read_header(path)
         data_start, header = self._offsets[path]
         begin, end = header[name]["data_offsets"]
         buf = torch.empty(end - begin, dtype=torch.uint8)
@@ -92,8 +135,8 @@ class TensorSource:
         return buf.view(self.dtype(name)).reshape(self.shape(name))
 
 
-def locate_released(path) -> tuple[dict, TensorSource]:
-    """The config and tensors of a released VAP checkpoint (diffusers layout).
+def locate_released(path) -> tuple[Path, dict, TensorSource]:
+    """The config's path, the config and the tensors of a released VAP checkpoint (diffusers layout).
 
     `path` may be the weights file (single file or index json), the `transformer/` folder, or the
     folder above it.
@@ -127,11 +170,14 @@ def locate_released(path) -> tuple[dict, TensorSource]:
         config = json.loads(config_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise CorruptCheckpointError(f"{config_path} is not valid JSON ({err}): download it again.") from None
+    if not isinstance(config, dict):
+        raise CorruptCheckpointError(f"{config_path} holds a JSON {type(config).__name__}, not the object of "
+                                     "settings a transformer config.json holds: download it again.")
     if weights.name.endswith(".index.json"):
-        return config, TensorSource(_shards(weights))
+        return config_path, config, TensorSource(_shards(weights))
     if weights.suffix != ".safetensors":
         raise NotACheckpointError(f"{weights} is neither a .safetensors file nor an index json.")
-    return config, TensorSource([weights])
+    return config_path, config, TensorSource([weights])
 
 
 def _refuse_pickle_folder(folder: Path):

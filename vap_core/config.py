@@ -5,7 +5,7 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
-from .errors import NotACheckpointError
+from .errors import CorruptCheckpointError, NotACheckpointError
 
 
 @dataclass(frozen=True)
@@ -49,19 +49,29 @@ class WanConfig:
         if cfg.get("attention_head_dim_mot_ref") is not None:
             raise NotACheckpointError(
                 f"{where}: an expert narrower or wider than the backbone (attention_head_dim_mot_ref) is not supported.")
-        try:
-            return cls(
-                dim=cfg["num_attention_heads"] * cfg["attention_head_dim"],
-                num_heads=cfg["num_attention_heads"],
-                ffn_dim=cfg["ffn_dim"],
-                num_layers=cfg["num_layers"],
-                in_dim=cfg.get("in_channels", 36),
-                out_dim=cfg.get("out_channels", 16),
-                text_dim=cfg.get("text_dim", 4096),
-                image_dim=cfg["image_dim"],
-                freq_dim=cfg.get("freq_dim", 256),
-                eps=cfg.get("eps", 1e-6),
-                patch_size=tuple(cfg.get("patch_size", (1, 2, 2))),
-            )
-        except KeyError as err:
-            raise NotACheckpointError(f"{where} lacks {err}: it is not a Wan transformer config.") from None
+        def field(key, default=None, ok=lambda v: type(v) is int and v > 0, want="a positive integer"):
+            value = cfg.get(key, default)
+            if value is None:
+                raise NotACheckpointError(f"{where} lacks '{key}': it is not a Wan transformer config.")
+            if not ok(value):
+                raise CorruptCheckpointError(f"{where}: {key} is {value!r}; it must be {want}. Download config.json again.")
+            return value
+
+        heads = field("num_attention_heads")
+        return cls(
+            dim=heads * field("attention_head_dim"),
+            num_heads=heads,
+            ffn_dim=field("ffn_dim"),
+            num_layers=field("num_layers"),
+            in_dim=field("in_channels", 36),
+            out_dim=field("out_channels", 16),
+            text_dim=field("text_dim", 4096),
+            image_dim=field("image_dim"),
+            freq_dim=field("freq_dim", 256),
+            eps=field("eps", 1e-6, lambda v: type(v) in (int, float) and v > 0, "a positive number"),
+            patch_size=tuple(field("patch_size", (1, 2, 2), _three_positive_ints, "a list of 3 positive integers")),
+        )
+
+
+def _three_positive_ints(value) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 3 and all(type(v) is int and v > 0 for v in value)

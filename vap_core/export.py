@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import check_tensors, convert_dtype, module_shapes, refuse_pickle, storage_dtype
-from .errors import VAPError
-from .expert import VAPExpert, expert_metadata
+from .checkpoint import TensorSource, check_tensors, convert_dtype, module_shapes, refuse_pickle, storage_dtype
+from .errors import MissingShardError, NotACheckpointError, VAPError
+from .expert import FORMAT, VAPExpert, expert_metadata
 from .released import read_released
 from .safetensors_writer import write_streaming
 
@@ -24,9 +24,10 @@ DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, 
 
 def export_expert(src, dst, dtype: str = "bf16", progress=None) -> dict:
     """Write the expert of the released checkpoint `src` to `dst`. Returns the file's metadata."""
-    refuse_pickle(Path(dst))
+    check_destination(Path(dst))
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    refuse_expert_file(Path(src))
     rel = read_released(src)
     expert = VAPExpert(rel.cfg, rel.layers, device="meta")  # shapes only; nothing is allocated
     expert.check_fits(rel.cfg, f"{src} (block_idx_with_mot_ref={list(rel.layers)})")
@@ -48,6 +49,26 @@ def export_expert(src, dst, dtype: str = "bf16", progress=None) -> dict:
 
     write_streaming(dst, specs, produce, meta)
     return meta
+
+
+def check_destination(dst: Path):
+    """Refuse a DST that cannot be written, before anything is read: a missing folder is more likely
+    a typo than a wish for a new one."""
+    refuse_pickle(dst)
+    if dst.is_dir():
+        raise NotACheckpointError(f"DST {dst} is a folder: name the file to write, e.g. {dst / 'vap_expert_bf16.safetensors'}.")
+    if not dst.parent.is_dir():
+        raise MissingShardError(f"the folder of DST {dst} ({dst.parent}) does not exist. Nothing was read. Check the "
+                                f"path, or create the folder first (mkdir -p {dst.parent}).")
+
+
+def refuse_expert_file(src: Path):
+    if src.is_file() and src.suffix == ".safetensors":
+        meta = TensorSource([src]).metadata
+        if meta.get("format") == FORMAT:
+            raise NotACheckpointError(
+                f"SRC {src} is already an exported expert file (layers {meta.get('layers')}, {meta.get('dtype')}, "
+                f"from {meta.get('source')}); use it directly in models/vap: there is nothing to export.")
 
 
 class _Progress:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from .backbone import WanI2V
 from .checkpoint import TensorSource, check_tensors, locate_released, module_shapes
 from .config import WanConfig
-from .errors import CheckpointMismatchError, NotACheckpointError
+from .errors import CheckpointMismatchError, CorruptCheckpointError, NotACheckpointError
 from .fingerprint import backbone_fingerprint
 from .keys import convert_released_name
 
@@ -35,8 +35,8 @@ class Released:
 
 def read_released(src) -> Released:
     """Locate the checkpoint and sort its tensor names; reads no tensor data."""
-    config, tensors = locate_released(src)
-    cfg = WanConfig.from_diffusers(config, str(src))
+    config_path, config, tensors = locate_released(src)
+    cfg = WanConfig.from_diffusers(config, str(config_path))
     parts = {"backbone": {}, "expert": {}}
     for name in tensors.names():
         try:
@@ -52,4 +52,8 @@ def read_released(src) -> Released:
         raise NotACheckpointError(
             f"{src} holds no Video-As-Prompt expert (no *_mot_ref tensors / block_idx_with_mot_ref): it is a "
             "plain Wan checkpoint. Point to the released VAP checkpoint.")
-    return Released(str(src), cfg, tuple(sorted(int(i) for i in layers)), tensors, parts["backbone"], parts["expert"])
+    if not (isinstance(layers, list) and all(type(i) is int and i >= 0 for i in layers)
+            and len(set(layers)) == len(layers)):
+        raise CorruptCheckpointError(f"{config_path}: block_idx_with_mot_ref is {layers!r}; it must be a list of "
+                                     "distinct layer numbers (integers from 0). Download config.json again.")
+    return Released(str(src), cfg, tuple(sorted(layers)), tensors, parts["backbone"], parts["expert"])

@@ -26,6 +26,7 @@ def main() -> int:
             return 2
         print("\nMeanwhile, the pure-PyTorch check of the VAP model against the paper's implementation:\n")
         return subprocess.call([sys.executable, "-m", "vap_core.demo"], cwd=harness.ROOT)
+    began = time.monotonic()
     base, output = root / "temp" / "vap_demo", root / "output"  # ComfyUI's own temp and output folders
     print(f"ComfyUI: {root}\nwriting tiny random models to {base} ...")
     harness.prepare_base(base, python, root)
@@ -44,8 +45,9 @@ def main() -> int:
         return 1
     item = harness.saved_files(history)[0]
     path = output / item["subfolder"] / item["filename"]
-    print(f"done in {time.monotonic() - start:.0f} s: {path}\n(tiny random models make noise; with the real "
-          "files, open workflows/vap_wan21_i2v_480p.json in ComfyUI)")
+    print(f"done: {path}\n({time.monotonic() - began:.0f} s in all, {time.monotonic() - start:.0f} s of it running the "
+          "workflow. Tiny random models make noise; with the real files, open the template 'Video-As-Prompt Wan2.1 I2V "
+          "480p' in ComfyUI.)")
     return 0
 
 

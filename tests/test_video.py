@@ -1,0 +1,107 @@
+"""Reading reference video files (vap_core.video): the chosen frames by content, stills refused,
+interrupt and progress, and memory that follows the output size, not the source's."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from vap_core.errors import InputError
+from vap_core.frames import select_frames
+from vap_core.video import read_frames
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: int = 16):
+    """Frame i is a flat grey of level 8 * i (so a decoded frame tells which one it was)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "10"})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            image = np.full((height, width, 3), 8 * i % 256, np.uint8)
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def frame_numbers(frames) -> list[int]:
+    return [round(float(f.mean()) * 255 / 8) for f in frames]
+
+
+@pytest.mark.parametrize("mode,seed", [("evenly", 0), ("first", 0), ("random", 3)])
+def test_the_chosen_frames_are_exactly_the_selected_indices(tmp_path, mode, seed):
+    path = write_video(tmp_path / "count.mp4", 30)
+    frames, fps = read_frames(path, 9, mode, seed)
+    assert frames.shape == (9, 48, 64, 3) and frames.dtype.is_floating_point and fps == 16
+    assert frame_numbers(frames) == select_frames(30, 9, mode, seed)
+
+
+def test_an_animated_gif_and_frames_scaled_down_to_max_side(tmp_path):
+    images = [Image.new("RGB", (200, 100), (8 * i,) * 3) for i in range(12)]
+    images[0].save(tmp_path / "a.gif", save_all=True, append_images=images[1:], duration=50, loop=0)
+    frames, fps = read_frames(tmp_path / "a.gif", 5, "evenly", max_side=64)
+    assert frames.shape == (5, 32, 64, 3) and fps == 20
+    assert frame_numbers(frames) == select_frames(12, 5, "evenly")
+    big, _ = read_frames(write_video(tmp_path / "wide.mp4", 5, 320, 96), 3, "first", max_side=160)
+    assert big.shape == (3, 48, 160, 3)
+
+
+def test_a_still_image_is_not_a_reference_video(tmp_path):
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(tmp_path / "still.png")
+    (tmp_path / "photo.mp4").write_bytes((tmp_path / "still.png").read_bytes())  # a PNG renamed .mp4
+    Image.new("RGB", (64, 48)).save(tmp_path / "still.webp")
+    for name in ("photo.mp4", "still.webp"):
+        with pytest.raises(InputError, match="holds 1 frame: a still image, not a video"):
+            read_frames(tmp_path / name, 49)
+    write_video(tmp_path / "one.mp4", 1)
+    with pytest.raises(InputError, match="a still image"):
+        read_frames(tmp_path / "one.mp4", 49)
+
+
+def test_interrupt_stops_decoding_and_progress_counts_kept_frames(tmp_path):
+    path = write_video(tmp_path / "long.mp4", 60)
+
+    class Stop(Exception):
+        pass
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 5:
+            raise Stop
+    with pytest.raises(Stop):  # passed through as it is, not turned into a file error
+        read_frames(path, 49, check_interrupt=check)
+    assert len(calls) == 5
+    progress = []
+    read_frames(path, 4, "first", progress=lambda done, total: progress.append((done, total)))
+    assert progress == [(1, 4), (2, 4), (3, 4), (4, 4)]
+
+
+def test_peak_memory_follows_the_output_size_not_the_source(tmp_path):
+    """49 frames 'evenly' from a 2000x2000 clip, scaled to 832 as they are read: the process's peak
+    memory grows by about the output tensor, not 49 full-resolution frames (2.35 GB in float32)."""
+    path = write_video(tmp_path / "big.mp4", 20, 2000, 2000)
+    script = f"""
+import json, resource, sys
+sys.path.insert(0, {str(ROOT)!r})
+from vap_core.video import read_frames
+def rss(): return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
+def hwm(): return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
+read_frames({str(path)!r}, 2, "first", max_side=832)  # libraries loaded, decoder warmed
+before = rss()
+open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark
+frames, _ = read_frames({str(path)!r}, 49, "evenly", max_side=832)
+print(json.dumps({{"growth": hwm() - before, "output": frames.numel() * frames.element_size()}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    measured = json.loads(out.stdout)
+    print(f"\npeak growth {measured['growth'] / 2**20:.0f} MiB for a {measured['output'] / 2**20:.0f} MiB output")
+    assert measured["output"] == 49 * 832 * 832 * 3 * 4
+    assert measured["growth"] <= measured["output"] + 200 * 2**20
