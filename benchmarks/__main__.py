@@ -22,7 +22,7 @@ import harness  # noqa: E402  (tests/comfyui, on the path through benchmarks/__i
 
 from . import core, peer  # noqa: E402
 
-SECTIONS = ("core", "peer", "comfy", "loading", "gpu")
+SECTIONS = ("core", "peer", "comfy", "loading", "video", "gpu")
 TARGET = 1.1  # measured ratio may exceed the FLOP model's by at most 10%
 
 
@@ -109,8 +109,36 @@ def section_loading(args, base):
               f"{(r['peak_added'] - r['expert_bytes']) / 2**20:.0f} |")
 
 
+def section_video(args):
+    print("\n## 5. Reading a reference video: 49 frames 'evenly' from a 60 s 1080p30 H.264 clip, fresh process each\n")
+    script = ROOT / "benchmarks" / "reference_video.py"
+    run = lambda *a: subprocess.run([sys.executable, str(script), *map(str, a)], capture_output=True, text=True,  # noqa: E731
+                                    check=True).stdout
+    with tempfile.TemporaryDirectory(prefix="vap_clip_") as tmp:
+        clip = Path(tmp) / "clip_1080p30_60s.mp4"
+        run("write", clip, args.clip_seconds)
+        rows = {"before": [], "after": []}
+        for _ in range(max(1, args.repeats // 2)):  # alternating
+            for what in rows:
+                rows[what].append(json.loads(run(what, clip).strip().splitlines()[-1]))
+    print("before: decodes the whole clip twice, single-threaded, keeps full-resolution float32 frames; "
+          "after: vap_core.video (packets counted, decoded once threaded, frames scaled to 832 as kept)\n")
+    print("| reader | seconds (median) | peak RSS growth MiB | output MiB | frames |")
+    print("|---|---|---|---|---|")
+    for what, runs in rows.items():
+        seconds = sorted(r["seconds"] for r in runs)[len(runs) // 2]
+        growth = max(r["rss_growth"] for r in runs)
+        print(f"| {what} | {seconds:.2f} | {growth / 2**20:.0f} | {runs[0]['output_bytes'] / 2**20:.0f} | "
+              f"{'x'.join(map(str, runs[0]['shape']))} |")
+    before, after = (sorted(r["seconds"] for r in rows[w])[len(rows[w]) // 2] for w in ("before", "after"))
+    growth = max(r["rss_growth"] for r in rows["after"])
+    print(f"\nafter / before time: {after / before:.2f} (target <= 0.5: {_mark(after / before <= 0.5)}); "
+          f"after's growth - output: {(growth - rows['after'][0]['output_bytes']) / 2**20:.0f} MiB "
+          f"(target <= 200: {_mark(growth - rows['after'][0]['output_bytes'] <= 200 * 2**20)})")
+
+
 def section_gpu(args):
-    print("\n## 5. GPU at Wan 14B sizes\n")
+    print("\n## 6. GPU at Wan 14B sizes\n")
     if not torch.cuda.is_available():
         print("skipped: no CUDA device in this process (run this on a GPU machine: python -m benchmarks --only gpu)")
         return
@@ -124,6 +152,7 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default=",".join(SECTIONS),
                         help=f"comma-separated sections to run, of: {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs of each thing compared (default: 5)")
+    parser.add_argument("--clip-seconds", type=int, default=60, help="length of the clip the video section reads")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]

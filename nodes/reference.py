@@ -13,7 +13,7 @@ import nodes
 from comfy_api.latest import io
 
 from ..vap_core.errors import InputError
-from ..vap_core.frames import MODES
+from ..vap_core.frames import FITS, MODES, fit_frames
 from .binding import REFERENCE, Reference, ReferenceCond
 from ..vap_core.video import SUFFIXES, read_frames
 from .choices import CATEGORY, check_choice
@@ -112,20 +112,27 @@ class VAPEncodeReference(io.ComfyNode):
                 io.Conditioning.Input("reference_positive", tooltip="the reference video's caption: a full "
                                                                     "description of what it shows"),
                 io.Conditioning.Input("reference_negative", tooltip="negative prompt for the reference caption"),
+                io.Combo.Input("fit", options=list(FITS), default="stretch", optional=True,
+                               tooltip="how the reference is brought to the video's size. stretch: to exactly that "
+                                       "size (the paper's pipeline does this, so it is the default); crop: its centre "
+                                       "at the video's aspect (as WanImageToVideo does the image); pad: all of it, "
+                                       "on black. For a portrait clip and a landscape video, crop keeps a third of "
+                                       "the picture and stretch squashes it"),
             ],
             outputs=[io.Conditioning.Output(display_name="positive", tooltip="positive with the reference, for the sampler"),
                      io.Conditioning.Output(display_name="negative", tooltip="negative with the reference, for the sampler")],
         )
 
     @classmethod
-    def execute(cls, positive, negative, vae, clip_vision, reference, reference_positive, reference_negative
-                ) -> io.NodeOutput:
+    def execute(cls, positive, negative, vae, clip_vision, reference, reference_positive, reference_negative,
+                fit="stretch") -> io.NodeOutput:
+        check_choice("fit", fit, FITS)
         if getattr(vae, "latent_channels", None) != 16 or getattr(vae, "latent_dim", None) != 3:
             raise InputError("the VAE is not Wan 2.1's (16 latent channels, video): load wan_2.1_vae.safetensors.")
         if reference.ndim != 4 or reference.shape[0] < 1:
             raise InputError(f"the reference must be video frames (IMAGE batch), got shape {tuple(reference.shape)}.")
         width, height = video_size(positive)
-        ref_x = encode_reference_input(vae, reference, width, height)
+        ref_x = encode_reference_input(vae, fit_frames(reference[..., :3], width, height, fit))
         clip_tokens = clip_vision.encode_image(reference[:1, :, :, :3], crop=True).penultimate_hidden_states
         positive = with_reference(positive, ref_x, _caption(reference_positive, "reference_positive"), clip_tokens)
         negative = with_reference(negative, ref_x, _caption(reference_negative, "reference_negative"), clip_tokens)
@@ -141,10 +148,9 @@ def video_size(positive) -> tuple[int, int]:
     return latent.shape[-1] * 8, latent.shape[-2] * 8
 
 
-def encode_reference_input(vae, frames: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """The reference's 36-channel input, laid out like Wan I2V's: its latent, a mask that is 1 on
-    latent frame 0, and the latent of [its first frame, then grey frames]."""
-    frames = comfy.utils.common_upscale(frames[..., :3].movedim(-1, 1), width, height, "bilinear", "center").movedim(1, -1)
+def encode_reference_input(vae, frames: torch.Tensor) -> torch.Tensor:
+    """The reference's 36-channel input from its frames at the video's size, laid out like Wan I2V's:
+    its latent, a mask that is 1 on latent frame 0, and the latent of [its first frame, then grey frames]."""
     first = torch.full_like(frames, 0.5)
     first[0] = frames[0]
     latent_format = comfy.latent_formats.Wan21()

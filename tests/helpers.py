@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
+
+import av
+import numpy as np
 
 import torch
 from safetensors import safe_open
@@ -103,3 +107,23 @@ def write_random_released(folder: Path, config: dict, shards: int = 3, seed: int
         weight_map.update({n: fname for n in part})
     (tdir / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
     return {"expert_bytes": sizes["expert"], "backbone_bytes": sizes["backbone"]}
+
+
+def write_phone_clip(path: Path, matrix) -> Path:
+    """A 3-frame clip stored 64x32 with its top rows white, whose mp4 track display matrix (a, b, c, d)
+    says how to show it, as a phone writes a portrait clip: (0, 1, -1, 0) turns it 90 degrees clockwise."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=16, options={"crf": "10"})
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        for _ in range(3):
+            image = np.zeros((32, 64, 3), np.uint8)
+            image[:4] = 255
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+    data = bytearray(path.read_bytes())
+    at = data.index(b"tkhd") + 4
+    at += 4 + (32 if data[at] == 1 else 20) + 8 + 8  # version/flags, times/id/duration, reserved, layer/volume
+    a, b, c, d = (v << 16 for v in matrix)  # 16.16 fixed point
+    data[at:at + 36] = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+    return path

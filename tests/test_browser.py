@@ -35,12 +35,22 @@ def browser_missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def frontend(server, tmp_path_factory):
+@pytest.fixture(scope="module", params=["pinned", "newest"])
+def frontend(request, comfy):
+    """A ComfyUI server with its own pinned frontend, or with the newest one (harness.NEWEST_FRONTEND)."""
     why = browser_missing()
     if why:
         pytest.skip(why)
-    return server
+    root, python, base = comfy
+    front_end_root = None
+    if request.param == "newest":
+        front_end_root = harness.newest_frontend(root)
+        if front_end_root is None:
+            pytest.skip(f"comfyui-frontend-package {harness.NEWEST_FRONTEND} is not installed beside {root}/.venv: "
+                        "run tests/comfyui/setup_env.sh on it")
+    server = harness.Server(root, python, base, front_end_root=front_end_root)
+    yield server
+    server.stop()
 
 
 def tiny_spec(path: Path) -> Path:
@@ -54,12 +64,14 @@ def tiny_spec(path: Path) -> Path:
 
 @pytest.mark.parametrize("ui_path", list(ui_workflow.UI_WORKFLOWS), ids=lambda p: p.stem)
 def test_shipped_workflow_opens_valid_and_runs_from_the_ui(frontend, ui_path, tmp_path, comfy):
-    SCREENSHOTS.mkdir(exist_ok=True)
+    shots = SCREENSHOTS / ("newest-frontend" if "--front-end-root" in frontend.proc.args else "pinned-frontend")
+    shots.mkdir(parents=True, exist_ok=True)
     api_path = ui_workflow.UI_WORKFLOWS[ui_path]
     proc = subprocess.run(["node", str(CHECK), frontend.url, str(ui_path), str(api_path), str(tiny_spec(tmp_path / "tiny.json")),
-                           str(SCREENSHOTS)], capture_output=True, text=True, timeout=900)
+                           str(shots)], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["step_errors"] == {}, result["step_errors"]
 
     for how in ("loaded", "template"):
         checks = result[how] if how == "loaded" else result["template"].get("loaded")

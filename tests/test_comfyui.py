@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parent / "comfyui"))
 import harness  # noqa: E402
+from helpers import write_phone_clip  # noqa: E402
 import tiny_models as tiny  # noqa: E402
 
 NODE_IDS = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference")
@@ -169,6 +170,21 @@ def test_bad_inputs_are_refused_at_validation_once_each(server, comfy, tmp_path)
     assert errors["type"] == "value_smaller_than_min"
     expect_error(server, wf(changes={("VAPLoadReferenceVideo", "selection"): "bogus"}),
                  "selection 'bogus' is not one of evenly, first, random")
+
+
+def test_a_portrait_phone_clip_comes_out_upright(server, comfy):
+    """Stored landscape with a 90-degree display rotation: the node's frames stand upright, by content."""
+    from PIL import Image
+    write_phone_clip(comfy[2] / "input" / "vap_phone.mp4", (0, 1, -1, 0))
+    history = server.run({
+        "1": {"class_type": "VAPLoadReferenceVideo", "inputs": {"video": "vap_phone.mp4", "frames": 3,
+                                                               "selection": "first", "seed": 0}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "vap_phone"}}})
+    assert harness.execution_error(history) is None, harness.execution_error(history)
+    item = history["outputs"]["2"]["images"][0]
+    frame = np.asarray(Image.open(comfy[2] / "output" / item["subfolder"] / item["filename"]))[:, :, 0] / 255
+    assert frame.shape == (64, 32)  # portrait
+    assert frame[:, -2:].mean() > 0.8 and frame[:, :2].mean() < 0.2 and frame[:2].mean() < 0.5  # top edge turned right
 
 
 def test_a_reversed_expert_window_warns(server):

@@ -29,3 +29,23 @@ def test_first_and_random_take_contiguous_runs():
 def test_bad_requests(args, message):
     with pytest.raises(InputError, match=message):
         select_frames(*args)
+
+
+def test_each_fit_gives_the_frames_it_promises():
+    from vap_core.frames import fit_frames
+    # a 1x40x20 portrait frame (W 20, H 40): left half 0.2, right half 0.8, a white top row
+    frame = torch.full((1, 40, 20, 3), 0.2)
+    frame[:, :, 10:] = 0.8
+    frame[:, 0] = 1.0
+    stretch = fit_frames(frame, 40, 20, "stretch")  # to landscape 40x20: squashed, all of it
+    assert stretch.shape == (1, 20, 40, 3)
+    assert abs(float(stretch[0, 10, 5, 0]) - 0.2) < 1e-6 and abs(float(stretch[0, 10, 35, 0]) - 0.8) < 1e-6
+    assert float(stretch[0, 0, 5, 0]) > 0.5  # the top row is still there
+    crop = fit_frames(frame, 40, 20, "crop")  # the centre 20x10 band, scaled up: no top row
+    assert crop.shape == (1, 20, 40, 3) and float(crop[0, 0, 5, 0]) < 0.25
+    pad = fit_frames(frame, 40, 20, "pad")  # all of it, 10x20 in the middle, black beside it
+    assert pad.shape == (1, 20, 40, 3)
+    assert float(pad[0, :, :15].max()) == 0.0 and float(pad[0, :, 25:].max()) == 0.0
+    assert abs(float(pad[0, 10, 16, 0]) - 0.2) < 1e-6 and abs(float(pad[0, 10, 23, 0]) - 0.8) < 1e-6
+    with pytest.raises(InputError, match="fit 'zoom' is not one of stretch, crop, pad"):
+        fit_frames(frame, 40, 20, "zoom")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import write_phone_clip
 from vap_core.errors import InputError
 from vap_core.frames import select_frames
 from vap_core.video import read_frames
@@ -51,6 +52,20 @@ def test_an_animated_gif_and_frames_scaled_down_to_max_side(tmp_path):
     assert frame_numbers(frames) == select_frames(12, 5, "evenly")
     big, _ = read_frames(write_video(tmp_path / "wide.mp4", 5, 320, 96), 3, "first", max_side=160)
     assert big.shape == (3, 48, 160, 3)
+
+
+@pytest.mark.parametrize("matrix,white", [
+    ((0, 1, -1, 0), "right"),   # stored landscape, shown turned 90 degrees clockwise (ffprobe: rotation -90)
+    ((0, -1, 1, 0), "left"),    # turned 90 degrees counter-clockwise (rotation 90, i.e. 270)
+    ((-1, 0, 0, -1), "bottom"),  # upside down (rotation 180)
+])
+def test_frames_come_out_as_players_show_them(tmp_path, matrix, white):
+    """A clip stored 64x32 with its top rows white; the display matrix says how to show it."""
+    frames, _ = read_frames(write_phone_clip(tmp_path / "phone.mp4", matrix), 3)
+    frame = frames[0, :, :, 0]
+    assert frame.shape == ((32, 64) if white == "bottom" else (64, 32))
+    edges = {"left": frame[:, :2], "right": frame[:, -2:], "top": frame[:2], "bottom": frame[-2:]}
+    assert {side for side, pixels in edges.items() if float(pixels.mean()) > 0.8} == {white}
 
 
 def test_a_still_image_is_not_a_reference_video(tmp_path):

@@ -3,13 +3,14 @@ the selected frames are converted, each scaled down to `max_side` as soon as it 
 follows the output (frames x output size), not the source."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Callable
 
 import av
 import numpy as np
 import torch
-from PIL import Image, ImageSequence
+from PIL import Image, ImageOps, ImageSequence
 
 from .errors import InputError
 from .frames import select_frames
@@ -109,7 +110,17 @@ class _AvReader:
 
     def to_array(self, frame, max_side):
         width, height = _scaled(frame.width, frame.height, max_side)
-        return frame.to_ndarray(format="rgb24", width=width, height=height)
+        rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+        # the container's display rotation (a phone's portrait clip is stored landscape), as players show it;
+        # FFmpeg gives it counter-clockwise, as np.rot90 turns
+        quarter_turns = round(frame.rotation / 90) % 4
+        if quarter_turns:
+            if not getattr(self, "_told", False):
+                self._told = True
+                logging.info("VAP: %s is stored rotated; turning its frames by %d degrees, as players show it",
+                             self.path.name, -frame.rotation)
+            rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))
+        return rgb
 
 
 class _PilReader:
@@ -130,7 +141,7 @@ class _PilReader:
             yield from ImageSequence.Iterator(image)
 
     def to_array(self, frame, max_side):
-        rgb = frame.convert("RGB")
+        rgb = ImageOps.exif_transpose(frame.convert("RGB"))  # its EXIF orientation, where it has one
         size = _scaled(rgb.width, rgb.height, max_side)
         if size != rgb.size:
             rgb = rgb.resize(size, Image.Resampling.BILINEAR)

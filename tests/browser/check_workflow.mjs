@@ -16,7 +16,16 @@ const workflow = JSON.parse(fs.readFileSync(uiPath, "utf8"));
 const api = JSON.parse(fs.readFileSync(apiPath, "utf8"));
 const tiny = JSON.parse(fs.readFileSync(tinyPath, "utf8"));
 const templateName = path.basename(uiPath, ".json");
-const result = {};
+const result = { step_errors: {} };
+
+// Runs one step of the check; a step that throws is recorded and the others still run.
+async function step(name, fn) {
+  try {
+    await fn();
+  } catch (err) {
+    result.step_errors[name] = String(err.stack ?? err).slice(0, 2000);
+  }
+}
 
 // In the page: what is wrong with the graph as the frontend holds it now.
 function inspectGraph(userFiles) {
@@ -86,77 +95,85 @@ try {
   const { page, errors } = await openComfy(browser, url);
   const startupErrors = errors.length;  // the frontend's own, before any workflow is opened
 
-  // 1. Open the file as a user does, and check it as the frontend holds it
-  await page.evaluate((wf) => window.app.loadGraphData(wf), workflow);
-  result.loaded = await page.evaluate(inspectGraph, tiny.user_files);
-  result.loaded.prompt_differences = await page.evaluate(promptDifferences, api);
-  result.loaded.scale = await page.evaluate(() => window.app.canvas.ds.scale);
-  result.loaded.groups = await page.evaluate(() => window.app.graph.groups.map((g) => g.title));
-  await new Promise((resolve) => setTimeout(resolve, 500));
-  await page.screenshot({ path: path.join(outDir, `${templateName}.png`) });
+  await step("open the file", async () => {
+    await page.evaluate((wf) => window.app.loadGraphData(wf), workflow);
+    result.loaded = await page.evaluate(inspectGraph, tiny.user_files);
+    result.loaded.prompt_differences = await page.evaluate(promptDifferences, api);
+    result.loaded.scale = await page.evaluate(() => window.app.canvas.ds.scale);
+    result.loaded.groups = await page.evaluate(() => window.app.graph.groups.map((g) => g.title));
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await page.screenshot({ path: path.join(outDir, `${templateName}.png`) });
+  });
 
-  // 2. The template browser: open it, pick this pack's template, check what it loaded
-  await page.evaluate(() => window.app.graph.clear());
-  result.template = await page.evaluate(async (name) => {
-    const list = await (await fetch("/api/workflow_templates")).json();
-    const module = Object.keys(list).find((m) => list[m].includes(name));
-    return { module, listed: list };
-  }, templateName);
-  if (result.template.module) {
-    const thumb = await page.evaluate(async (m, n) => {
-      const r = await fetch(`/api/workflow_templates/${encodeURIComponent(m)}/${encodeURIComponent(n)}.jpg`);
-      return { status: r.status, type: r.headers.get("content-type"), bytes: (await r.arrayBuffer()).byteLength };
-    }, result.template.module, templateName);
-    result.template.thumbnail = thumb;
-    await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
-    const inDialog = (tag, text) => `xpath///*[contains(@class, "p-dialog")]//${tag}[normalize-space(.)=${JSON.stringify(text)}]`;
-    await page.waitForSelector(inDialog("li", result.template.module), { timeout: 30000 }).catch(() => null);
-    await new Promise((resolve) => setTimeout(resolve, 1500));  // the dialog renders its list twice
-    await (await page.$(inDialog("li", result.template.module)))?.click();
-    const card = await page.waitForSelector(inDialog("h3", templateName), { timeout: 30000 }).catch(() => null);
-    result.template.card_found = Boolean(card);
-    await page.screenshot({ path: path.join(outDir, `${templateName} - template browser.png`) });
-    if (card) {
-      await card.click();
-      await closeDialogs(page);
-      await page.waitForFunction(() => window.app.graph.nodes.length > 0, { timeout: 30000 }).catch(() => null);
-      result.template.loaded = await page.evaluate(inspectGraph, tiny.user_files);
-      result.template.loaded.node_count = await page.evaluate(() => window.app.graph.nodes.length);
-      result.template.loaded.prompt_differences = await page.evaluate(promptDifferences, api);
-    }
-  }
-
-  // 3. The node library: what a search finds (labels of the tree's leaves)
-  await page.evaluate(() => window.app.extensionManager.command.execute("Workspace.ToggleSidebarTab.node-library"));
-  result.library = {};
-  for (const query of tiny.searches) {
-    const input = await page.waitForSelector("input.search-box-input", { timeout: 30000 });
-    await input.click({ count: 3 });
-    await input.type(query);
-    await new Promise((resolve) => setTimeout(resolve, 1500));
-    result.library[query] = await page.evaluate(() => [...document.querySelectorAll(".p-tree-node-leaf .p-tree-node-label")]
-      .map((e) => e.textContent.trim()));
-  }
-  await page.evaluate(() => window.app.extensionManager.command.execute("Workspace.ToggleSidebarTab.node-library"));
-
-  // 4. Run it from the UI with the tiny models: swap the test loaders in, set the tiny sizes, queue
-  await page.evaluate(async (wf, tiny) => {
-    const data = structuredClone(wf);
-    for (const node of data.nodes) node.type = tiny.swap[node.type] ?? node.type;
-    await window.app.loadGraphData(data);
-    for (const node of window.app.graph.nodes) {
-      for (const [name, value] of Object.entries(tiny.widgets[node.type] ?? {})) {
-        const widget = node.widgets.find((w) => w.name === name);
-        if (!widget) throw new Error(`${node.type} has no widget ${name}`);
-        widget.value = value;
+  await step("template browser", async () => {
+    await page.evaluate(() => window.app.graph.clear());
+    result.template = await page.evaluate(async (name) => {
+      const list = await (await fetch("/api/workflow_templates")).json();
+      const module = Object.keys(list).find((m) => list[m].includes(name));
+      return { module, listed: list };
+    }, templateName);
+    if (result.template.module) {
+      const thumb = await page.evaluate(async (m, n) => {
+        const r = await fetch(`/api/workflow_templates/${encodeURIComponent(m)}/${encodeURIComponent(n)}.jpg`);
+        return { status: r.status, type: r.headers.get("content-type"), bytes: (await r.arrayBuffer()).byteLength };
+      }, result.template.module, templateName);
+      result.template.thumbnail = thumb;
+      await page.evaluate(() => window.app.extensionManager.command.execute("Comfy.BrowseTemplates"));
+      // the markup differs between frontend versions: the module is a list item or a span, the card title an h3
+      const inDialog = (tags, text) => `xpath///*[contains(@class, "p-dialog") or @role="dialog"]//*[${tags}]` +
+        `[normalize-space(.)=${JSON.stringify(text)}]`;
+      const moduleEntry = inDialog("self::li or self::span", result.template.module);
+      await page.waitForSelector(moduleEntry, { timeout: 30000 }).catch(() => null);
+      await new Promise((resolve) => setTimeout(resolve, 1500));  // the dialog renders its list twice
+      await (await page.$(moduleEntry))?.click();
+      const card = await page.waitForSelector(inDialog("self::h3", templateName), { timeout: 30000 }).catch(() => null);
+      result.template.card_found = Boolean(card);
+      await page.screenshot({ path: path.join(outDir, `${templateName} - template browser.png`) });
+      if (card) {
+        await card.click();
+        await closeDialogs(page);
+        await page.waitForFunction(() => window.app.graph.nodes.length > 0, { timeout: 30000 }).catch(() => null);
+        result.template.loaded = await page.evaluate(inspectGraph, tiny.user_files);
+        result.template.loaded.node_count = await page.evaluate(() => window.app.graph.nodes.length);
+        result.template.loaded.prompt_differences = await page.evaluate(promptDifferences, api);
       }
     }
-  }, workflow, tiny);
-  await page.evaluate(() => {
-    window.vapEvents = [];
-    for (const kind of ["execution_start", "executed", "execution_success", "execution_error"]) {
-      window.app.api.addEventListener(kind, (e) => window.vapEvents.push({ kind, detail: e.detail }));
+    await closeDialogs(page);
+  });
+
+  await step("node library search", async () => {
+    await page.evaluate(() => window.app.extensionManager.command.execute("Workspace.ToggleSidebarTab.node-library"));
+    result.library = {};
+    for (const query of tiny.searches) {
+      const input = await page.waitForSelector("input[placeholder='Search Nodes...']", { timeout: 30000 });
+      await input.click({ count: 3 });
+      await input.type(query);
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      // every text the page shows now (the search's result list has its own markup in each frontend version)
+      result.library[query] = await page.evaluate(() => [...document.querySelectorAll("body *")]
+        .filter((e) => e.children.length === 0 && e.textContent.trim()).map((e) => e.textContent.trim()));
     }
+    await page.evaluate(() => window.app.extensionManager.command.execute("Workspace.ToggleSidebarTab.node-library"));
+  });
+
+  await step("run from the UI", async () => {
+    await page.evaluate(async (wf, tiny) => {
+      const data = structuredClone(wf);
+      for (const node of data.nodes) node.type = tiny.swap[node.type] ?? node.type;
+      await window.app.loadGraphData(data);
+      for (const node of window.app.graph.nodes) {
+        for (const [name, value] of Object.entries(tiny.widgets[node.type] ?? {})) {
+          const widget = node.widgets.find((w) => w.name === name);
+          if (!widget) throw new Error(`${node.type} has no widget ${name}`);
+          widget.value = value;
+        }
+      }
+    }, workflow, tiny);
+    await page.evaluate(() => {
+      window.vapEvents = [];
+      for (const kind of ["execution_start", "executed", "execution_success", "execution_error"]) {
+        window.app.api.addEventListener(kind, (e) => window.vapEvents.push({ kind, detail: e.detail }));
+      }
   });
   const queued = page.waitForResponse((r) => r.url().endsWith("/prompt") && r.request().method() === "POST");
   await page.evaluate(() => { window.app.queuePrompt(0, 1); });  // what the Run button does
@@ -184,7 +201,9 @@ try {
     return { ...loaded, played_to: video.currentTime };
   }, saved) : null;
   await page.screenshot({ path: path.join(outDir, `${templateName} - after run.png`) });
-  result.page_errors = errors.slice(startupErrors).filter((e) => !e.includes("Failed to load resource"));
+  });
+  // a newer frontend asks this ComfyUI for endpoints it does not have yet (404): not the pack's doing
+  result.page_errors = errors.slice(startupErrors).filter((e) => !e.includes("Failed to load resource") && !/\b404\b/.test(e));
 } finally {
   await browser.close();
 }

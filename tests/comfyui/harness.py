@@ -58,6 +58,18 @@ def prepare_base(base: Path, python: str, comfy_root: Path):
                    capture_output=True, text=True, env=comfy_env())
 
 
+# the newest ComfyUI frontend the browser tests also run on (ComfyUI 0.3.64 pins 1.27.10); to move
+# on, change the version here and run setup_env.sh again
+NEWEST_FRONTEND = "1.58.1"
+
+
+def newest_frontend(comfy_root: Path) -> Path | None:
+    """The static folder of comfyui-frontend-package NEWEST_FRONTEND that setup_env.sh installs beside
+    ComfyUI's own environment, or None."""
+    static = comfy_root / ".venv" / f"frontend-{NEWEST_FRONTEND}" / "comfyui_frontend_package" / "static"
+    return static if (static / "index.html").is_file() else None
+
+
 def comfy_env() -> dict:
     # ComfyUI samples in a worker thread; without this OpenMP spins and CPU sampling runs ~15x slower
     return {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
@@ -95,7 +107,8 @@ def tiny_workflow(steps: int = 2, length: int = 9, size: int = tiny.SIZE, change
 class Server:
     """A ComfyUI server subprocess on a free loopback port."""
 
-    def __init__(self, comfy_root: Path, python: str, base: Path, output: Path | None = None):
+    def __init__(self, comfy_root: Path, python: str, base: Path, output: Path | None = None,
+                 front_end_root: Path | None = None):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -105,6 +118,8 @@ class Server:
                "--disable-auto-launch", "--base-directory", str(base)]
         if output is not None:
             cmd += ["--output-directory", str(output)]
+        if front_end_root is not None:
+            cmd += ["--front-end-root", str(front_end_root)]
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=comfy_root, stdout=self.log, stderr=subprocess.STDOUT, env=comfy_env())
         deadline = time.monotonic() + 120

@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Makes a CPU-only Python environment inside a ComfyUI checkout (COMFYUI/.venv) for the
 # integration tests. Run by hand once: bash tests/comfyui/setup_env.sh [COMFYUI_PATH]
-# Nothing here runs in CI unless a ComfyUI is present.
 set -euo pipefail
 COMFY="${1:-${COMFYUI_PATH:-$HOME/ComfyUI}}"
 [ -f "$COMFY/main.py" ] || { echo "no ComfyUI at $COMFY (give its path)" >&2; exit 2; }
@@ -19,4 +18,7 @@ grep -v -E '^(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > "$C
 SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cp "$(dirname "$0")/torchvision_cpu_shim.py" "$SITE/torchvision_cpu_shim.py"
 echo "import torchvision_cpu_shim" > "$SITE/torchvision_cpu_shim.pth"
+# the newest frontend the browser tests also run on (harness.NEWEST_FRONTEND), beside ComfyUI's pinned one
+FRONTEND="$(sed -n 's/^NEWEST_FRONTEND = "\(.*\)"/\1/p' "$(dirname "$0")/harness.py")"
+"$VPY" -m pip install -q --no-deps --target "$COMFY/.venv/frontend-$FRONTEND" "comfyui-frontend-package==$FRONTEND"
 (cd "$COMFY" && "$VPY" -c "import torchvision, aiohttp, comfy.options; print('ComfyUI environment ready:', '$VPY')")
