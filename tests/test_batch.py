@@ -35,13 +35,41 @@ def test_json_list_is_read_like_csv(tmp_path):
 @pytest.mark.parametrize("text, message", [
     (f"{HEADER}\nr.mp4,t.png,,y\n", "row 1: reference_caption missing"),
     (f"{HEADER},colour\nr.mp4,t.png,x,y,red\n", "unknown column(s) ['colour']"),
-    (f"{HEADER},steps\nr.mp4,t.png,x,y,many\n", "steps='many' is not a int"),
+    (f"{HEADER},steps\nr.mp4,t.png,x,y,many\n", "steps='many' is not a whole number"),
     (f"{HEADER},name\nr.mp4,t.png,x,y,a\nr.mp4,t.png,x,y,a\n", "repeated: ['a']"),
     (f"{HEADER}\n", "has no jobs"),
 ])
 def test_bad_job_lists_say_which_row_and_column(tmp_path, text, message):
     with pytest.raises(JobError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(").replace(")", r"\)")):
         read_jobs(write(tmp_path / "jobs.csv", text))
+
+
+@pytest.mark.parametrize("file, data, message", [
+    ("jobs.csv", f"{HEADER},seed\nr.mp4,t.png,x,y,inf\n", "row 1: seed='inf' is not a whole number."),
+    ("jobs.csv", f"{HEADER},steps\nr.mp4,t.png,x,y,2.7\n", "row 1: steps='2.7' is not a whole number."),
+    ("jobs.csv", f"{HEADER},cfg\nr.mp4,t.png,x,y,nan\n", "row 1: cfg='nan' is not a finite number."),
+    ("jobs.json", '[{"reference": "r.mp4", "target": "t.png", "reference_caption": "x", "target_caption": "y", '
+                  '"cfg": NaN, "seed": Infinity}]', "row 1: seed=inf is not a whole number; cfg=nan is not a finite number."),
+    ("jobs.csv", f"{HEADER}\nr.mp4,t.png,a horse, rising,a cat\n",
+     "row 1: more fields than the header has columns ('a cat' left over); put text that contains commas in double quotes."),
+    ("jobs.csv", f"{HEADER}\nr.mp4,t.png,caf\xe9,y\n".encode("latin-1"), "jobs.csv is not UTF-8 text (byte 0xe9 on line 2)"),
+], ids=["seed=inf", "steps=2.7", "cfg=nan", "json NaN and Infinity", "unquoted comma", "latin-1 file"])
+def test_bad_values_and_files_are_errors_naming_row_column_and_value(tmp_path, file, data, message):
+    path = tmp_path / file
+    path.write_bytes(data if isinstance(data, bytes) else data.encode())
+    with pytest.raises(JobError) as err:
+        read_jobs(path)
+    assert message in str(err.value)
+
+
+def test_every_bad_row_is_named_at_once_and_whole_numbers_are_exact(tmp_path):
+    with pytest.raises(JobError) as err:
+        read_jobs(write(tmp_path / "jobs.csv", f"{HEADER},steps,cfg\n"
+                        "r.mp4,t.png,x,y,20,4.5\nr.mp4,t.png,x,y,2.7,nan\nr.mp4,t.png,x,y,10,inf\n"))
+    assert str(err.value).splitlines()[1:] == ["  row 2: steps='2.7' is not a whole number; cfg='nan' is not a finite number.",
+                                               "  row 3: cfg='inf' is not a finite number."]
+    (job,) = read_jobs(write(tmp_path / "ok.csv", f"{HEADER},seed,steps\nr.mp4,t.png,x,y,18446744073709551615,20.0\n"))
+    assert job.overrides == {"seed": 2**64 - 1, "steps": 20}  # not through a float, which would round the seed
 
 
 def test_every_field_lands_on_its_node_and_input():
@@ -89,7 +117,7 @@ class _Server:
     progress stream drops, the result is there when asked."""
 
     def __init__(self):
-        self.queued, self.asked = 0, 0
+        self.queued_prompts, self.asked = 0, 0
 
     def upload(self, path):
         return f"vap_batch/{path.name}"
@@ -98,13 +126,17 @@ class _Server:
         return _DroppingSocket()
 
     def queue(self, graph):
-        self.queued += 1
+        self.queued_prompts += 1
         return "p1"
+
+    def queued(self, prompt_id):
+        return self.asked < 2  # running until its history is asked for the second time
 
     def history(self, prompt_id):
         self.asked += 1
-        done = self.asked >= 2
-        return {"status": {"completed": True if done else None, "messages": []},
+        if self.asked < 2:
+            return None
+        return {"status": {"completed": True, "messages": []},
                 "outputs": {"19": {"images": [{"filename": "vap_00001.mp4", "subfolder": "", "type": "output"}]}}}
 
     def download(self, item, dest):
@@ -117,5 +149,22 @@ def test_a_dropped_progress_stream_waits_for_the_result_instead_of_queueing_agai
     jobs = read_jobs(write(tmp_path / "jobs.csv", f"{HEADER},name\nr.mp4,t.png,x,y,one\n"))
     server = _Server()
     results = run_jobs(jobs, server, load_workflow(), tmp_path / "out", progress=Progress(1, stream=open("/dev/null", "w")))
-    assert [r.status for r in results] == ["ok"] and server.queued == 1
+    assert [r.status for r in results] == ["ok"] and server.queued_prompts == 1
     assert (tmp_path / "out" / "one.mp4").read_bytes() == b"video"
+
+
+def test_outputs_are_matched_by_their_exact_name(tmp_path):
+    """OUT/<name><video suffix> only: job x is not done because x.2.mp4 (or x.png, x_2.mp4) is there."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for other in ("x.2.mp4", "x.png", "x.json", "x.mp4.partial", "x_2.mp4", "xx.webm"):
+        (out / other).write_bytes(b"other")
+    (out / "y.webm").write_bytes(b"video")
+    assert finished_output(out, "x") is None
+    assert finished_output(out, "x.2") == out / "x.2.mp4" and finished_output(out, "y") == out / "y.webm"
+    for name in ("r.mp4", "t.png"):
+        (tmp_path / name).write_bytes(b"x")
+    jobs = read_jobs(write(tmp_path / "jobs.csv", f"{HEADER},name\nr.mp4,t.png,x,y,x.2\nr.mp4,t.png,x,y,x\n"))
+    results = run_jobs(jobs, _Server(), load_workflow(), out, progress=Progress(2, stream=open("/dev/null", "w")))
+    assert [(r.name, r.status) for r in results] == [("x.2", "skipped"), ("x", "ok")]
+    assert (out / "x.mp4").read_bytes() == b"video" and (out / "x.2.mp4").read_bytes() == b"other"

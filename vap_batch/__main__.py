@@ -13,9 +13,12 @@ reference_negative_prompt, expert (a file in models/vap), rope_delta, start_perc
 
 Each job uploads its media into the server's input folder, fills the pack's API workflow
 (workflows/api/vap_wan21_i2v_480p.json, or --workflow with the same node IDs), queues it, follows its
-progress over the server's websocket and downloads the video to OUT/<name>.mp4. A rerun skips rows
-whose video is already there. Failed rows are reported with the server's message and the run goes
-on; OUT/report.json records every row. Only the server you name is contacted (default: loopback).
+progress over the server's websocket and downloads the video to OUT/<name>.mp4 (or .webm, .mov, .mkv,
+.avi, .gif, .webp: the suffix the server's file has). A rerun skips rows whose video is already there.
+A job the server lost (restarted) is queued again, up to --retries times. Failed rows are reported with
+the server's message and the run goes on; OUT/report.json records every row. A bad job list, or an
+output folder that cannot be written, stops the run with exit status 2. Only the server you name is
+contacted (default: loopback).
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .client import ComfyClient
+from .client import ComfyClient, OutputError
 from .jobs import JobError, read_jobs
 from .runner import run_jobs
 from .workflow import DEFAULT_WORKFLOW, WorkflowError, load_workflow
@@ -36,7 +39,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, help="folder for the videos and report.json")
     parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI's address (default: %(default)s)")
     parser.add_argument("--workflow", default=str(DEFAULT_WORKFLOW), help="API-format workflow (default: the pack's)")
-    parser.add_argument("--retries", type=int, default=3, help="retries of a job on connection errors (default: 3)")
+    parser.add_argument("--retries", type=int, default=3,
+                        help="retries of a job on connection errors or when the server lost it (default: 3)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one job may take (default: 3600)")
     args = parser.parse_args(argv)
     try:
@@ -45,7 +49,11 @@ def main(argv=None) -> int:
     except (JobError, WorkflowError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    results = run_jobs(jobs, ComfyClient(args.server), workflow, Path(args.out), args.retries, args.timeout)
+    try:
+        results = run_jobs(jobs, ComfyClient(args.server), workflow, Path(args.out), args.retries, args.timeout)
+    except OutputError as err:
+        print(f"\nerror: {err}", file=sys.stderr)
+        return 2
     print(f"\n{'row':>4}  {'status':<8} {'seconds':>8}  name / output or message")
     for r in results:
         print(f"{r.row:>4}  {r.status:<8} {r.seconds:>8.1f}  {r.name}: {r.output or r.message}")

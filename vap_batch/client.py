@@ -18,6 +18,11 @@ class PromptRefused(Exception):
     """The server refused the prompt (validation); the message is the server's."""
 
 
+class OutputError(Exception):
+    """A file cannot be written here (permissions, disk full): a local problem, never a reason to run the
+    job on the server again. Not an OSError, so that it is not taken for a connection problem."""
+
+
 class ComfyClient:
     def __init__(self, url: str, timeout: float = 60):
         self.url = url.rstrip("/")
@@ -62,14 +67,24 @@ class ComfyClient:
     def history(self, prompt_id: str) -> dict | None:
         return self.get_json(f"/history/{prompt_id}").get(prompt_id)
 
+    def queued(self, prompt_id: str) -> bool:
+        """Whether the prompt is running or waiting; GET /queue lists [number, prompt_id, ...] per prompt."""
+        queue = self.get_json("/queue")
+        return any(entry[1] == prompt_id for entry in queue.get("queue_running", []) + queue.get("queue_pending", []))
+
     def download(self, item: dict, dest: Path):
         """Fetch an output file to dest (through dest.partial, so a cut download is never taken as done)."""
         query = urllib.parse.urlencode({k: item.get(k, "") for k in ("filename", "subfolder", "type")})
+        with self._open(f"{self.url}/view?{query}") as r:
+            data = r.read()  # whole (videos are small), so network and local errors cannot be confused
         partial = dest.with_name(dest.name + ".partial")
-        with self._open(f"{self.url}/view?{query}") as r, open(partial, "wb") as out:
-            while chunk := r.read(1 << 20):
-                out.write(chunk)
-        os.replace(partial, dest)
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, dest)
+        except OSError as err:
+            where = "/".join(p for p in (item.get("type", "output"), item.get("subfolder"), item["filename"]) if p)
+            raise OutputError(f"cannot write {dest} ({err.strerror or err}); the job ran and the server keeps its "
+                              f"video as {where}. Fix the output folder and run again (finished rows are skipped).") from None
 
     def websocket(self) -> "WebSocket":
         return WebSocket(self.url, self.client_id, self.timeout)

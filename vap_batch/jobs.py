@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,25 +33,38 @@ class Job:
 
 
 def read_jobs(path) -> list[Job]:
+    """All the jobs of the list, or a JobError naming every bad row (so nothing is queued from a bad list)."""
     path = Path(path)
     if not path.is_file():
         raise JobError(f"{path} does not exist.")
+    if path.suffix.lower() not in (".csv", ".json"):
+        raise JobError(f"{path}: give a .csv or .json job list.")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise JobError(f"{path} is not UTF-8 text (byte {data[err.start]:#04x} on line {line}); "
+                       "save it as UTF-8 (in Excel: 'CSV UTF-8').") from None
     if path.suffix.lower() == ".json":
         try:
-            rows = json.loads(path.read_text())
+            rows = json.loads(text)
         except json.JSONDecodeError as err:
             raise JobError(f"{path} is not valid JSON ({err}).") from None
         if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
             raise JobError(f"{path} must hold a JSON list of objects, one per job.")
-    elif path.suffix.lower() == ".csv":
-        with open(path, newline="", encoding="utf-8-sig") as f:
-            rows = list(csv.DictReader(f))
     else:
-        raise JobError(f"{path}: give a .csv or .json job list.")
+        rows = list(csv.DictReader(io.StringIO(text)))
     if not rows:
         raise JobError(f"{path} has no jobs.")
-    base = path.parent
-    jobs = [_job(i + 1, row, base) for i, row in enumerate(rows)]
+    jobs, errors = [], []
+    for number, row in enumerate(rows, 1):
+        try:
+            jobs.append(_job(number, row, path.parent))
+        except JobError as err:
+            errors.append(str(err))
+    if errors:
+        raise JobError(f"{path} has errors; nothing was queued:\n  " + "\n  ".join(errors))
     names = [j.name for j in jobs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -58,6 +73,10 @@ def read_jobs(path) -> list[Job]:
 
 
 def _job(number: int, row: dict, base: Path) -> Job:
+    if row.get(None):  # csv.DictReader files the fields beyond the header's columns under None
+        left_over = ", ".join(repr(v) for v in row[None])
+        raise JobError(f"row {number}: more fields than the header has columns ({left_over} left over); "
+                       "put text that contains commas in double quotes.")
     row = {str(k).strip(): v for k, v in row.items() if k is not None}
     unknown = sorted(set(row) - set(REQUIRED) - set(OVERRIDES) - set(OPTIONAL))
     if unknown:
@@ -66,15 +85,17 @@ def _job(number: int, row: dict, base: Path) -> Job:
     missing = [c for c in REQUIRED if not str(row.get(c) or "").strip()]
     if missing:
         raise JobError(f"row {number}: {', '.join(missing)} missing.")
-    overrides = {}
+    overrides, bad = {}, []
     for key, kind in OVERRIDES.items():
         value = row.get(key)
         if value is None or str(value).strip() == "":
             continue
         try:
-            overrides[key] = kind(value) if kind is not int else int(float(value))
+            overrides[key] = {int: _whole, float: _finite, str: str}[kind](value)
         except ValueError:
-            raise JobError(f"row {number}: {key}={value!r} is not a {kind.__name__}.") from None
+            bad.append(f"{key}={value!r} is not a {'whole' if kind is int else 'finite'} number")
+    if bad:
+        raise JobError(f"row {number}: {'; '.join(bad)}.")
     paths = {}
     for key in ("reference", "target"):
         p = Path(str(row[key]).strip()).expanduser()
@@ -82,6 +103,30 @@ def _job(number: int, row: dict, base: Path) -> Job:
     name = str(row.get("name") or "").strip() or f"{number:04d}_{paths['target'].stem}_{paths['reference'].stem}"
     return Job(number, _safe(name), paths["reference"], paths["target"], str(row["reference_caption"]),
                str(row["target_caption"]), overrides)
+
+
+def _whole(value) -> int:
+    """'20' and '20.0' (as spreadsheets may write it) are 20; '2.7', 'inf' and true are refused."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    text = str(value).strip()
+    try:
+        return int(text)  # exact, unlike float: seeds go up to 2**64
+    except ValueError:
+        number = float(text)
+        if not number.is_integer():
+            raise ValueError(value) from None
+        return int(number)
+
+
+def _finite(value) -> float:
+    """'4.5' is 4.5; 'nan', 'inf' (and JSON's NaN, Infinity) and true are refused."""
+    if isinstance(value, bool):
+        raise ValueError(value)
+    number = float(str(value).strip())
+    if not math.isfinite(number):
+        raise ValueError(value)
+    return number
 
 
 def _safe(name: str) -> str:

@@ -10,16 +10,21 @@ import urllib.error
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .client import ComfyClient, PromptRefused
+from .client import ComfyClient, OutputError, PromptRefused
 from .jobs import Job
 from .workflow import OUTPUT_NODE, fill
 
-VIDEO_SUFFIXES = {".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp"}
+# a target with one of these is a video (its first frame is used); a job's output is OUT/<name><one of these>
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp")
 TRANSIENT = (ConnectionError, TimeoutError, urllib.error.URLError, OSError)
 
 
 class JobFailed(Exception):
     """The job failed on the server (or the server is gone); the message says why."""
+
+
+class PromptLost(Exception):
+    """The server no longer knows a queued prompt (it restarted); queueing it again is safe."""
 
 
 @dataclass
@@ -33,14 +38,25 @@ class Result:
 
 
 def finished_output(out_dir: Path, name: str) -> Path | None:
-    """The complete output of a job (downloads land under .partial names until they are whole)."""
-    done = [p for p in out_dir.glob(f"{name}.*") if not p.name.endswith(".partial") and p.suffix != ".json"]
-    return done[0] if done else None
+    """The job's video, OUT/<name><video suffix>, if it is there (downloads land as .partial until whole)."""
+    return next((p for s in VIDEO_SUFFIXES if (p := out_dir / f"{name}{s}").is_file()), None)
+
+
+def check_output_folder(out_dir: Path):
+    """Create the folder if missing and make sure files can be written in it, before any job runs."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.NamedTemporaryFile(dir=out_dir, prefix=".vap_batch_probe_").close()
+    except OSError as err:
+        raise OutputError(f"cannot write to the output folder {out_dir} ({err.strerror or err}); make it writable "
+                          "or choose another --out. Nothing was queued.") from None
 
 
 def run_jobs(jobs: list[Job], client: ComfyClient, workflow: dict, out_dir: Path, retries: int = 3,
              job_timeout: float = 3600, progress=None) -> list[Result]:
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Run the jobs one by one; a row's failure is recorded and the run goes on, but an OutputError (the
+    output folder cannot be written) stops it: every later row would fail the same way."""
+    check_output_folder(out_dir)
     progress = progress or Progress(len(jobs))
     results = []
     for job in jobs:
@@ -53,6 +69,8 @@ def run_jobs(jobs: list[Job], client: ComfyClient, workflow: dict, out_dir: Path
                 output = _with_retries(lambda: _run_one(job, client, workflow, out_dir, job_timeout, progress),
                                        retries, progress)
                 results.append(Result(job.row, job.name, "ok", time.monotonic() - start, str(output)))
+            except OutputError:
+                raise
             except (JobFailed, PromptRefused) as err:
                 results.append(Result(job.row, job.name, "failed", time.monotonic() - start, "", str(err)))
             except Exception as err:  # anything else is this row's failure too, never the whole run's
@@ -69,11 +87,12 @@ def _with_retries(fn, retries: int, progress):
             return fn()
         except urllib.error.HTTPError as err:  # the server answered: not a connection problem
             raise JobFailed(f"the server answered {err.code} {err.reason}: {err.read()[:500].decode(errors='replace')}")
-        except TRANSIENT as err:
+        except (PromptLost, *TRANSIENT) as err:
+            problem = str(err) if isinstance(err, PromptLost) else f"server unreachable ({err})"
             if attempt == retries:
-                raise JobFailed(f"server unreachable after {retries + 1} attempts: {err}") from None
+                raise JobFailed(f"{problem}; gave up after {retries + 1} attempts (--retries {retries})") from None
             wait = 2 ** attempt
-            progress.note(f"connection problem ({err}); retrying in {wait} s")
+            progress.note(f"{problem}; trying again in {wait} s")
             time.sleep(wait)
 
 
@@ -103,7 +122,11 @@ def _run_one(job: Job, client: ComfyClient, workflow: dict, out_dir: Path, timeo
              for item in history.get("outputs", {}).get(OUTPUT_NODE, {}).get(key, [])]
     if not files:
         raise JobFailed(f"the server finished prompt {prompt_id} without a video from node {OUTPUT_NODE}")
-    dest = out_dir / f"{job.name}{Path(files[0]['filename']).suffix}"
+    suffix = Path(files[0]["filename"]).suffix.lower()
+    if suffix not in VIDEO_SUFFIXES:
+        raise JobFailed(f"node {OUTPUT_NODE} saved {files[0]['filename']}, not a video ({', '.join(VIDEO_SUFFIXES)}); "
+                        "save with SaveVideo as the pack's workflow does")
+    dest = out_dir / f"{job.name}{suffix}"
     client.download(files[0], dest)
     return dest
 
@@ -112,7 +135,9 @@ def _poll_until_done(client: ComfyClient, prompt_id: str, timeout: float, attemp
     deadline, failures = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
         try:
-            history = client.history(prompt_id) or {}
+            # the queue first: the server moves a finished prompt from its queue to its history in one step
+            queued = client.queued(prompt_id)
+            history = client.history(prompt_id)
             failures = 0
         except TRANSIENT as err:
             failures += 1
@@ -120,8 +145,11 @@ def _poll_until_done(client: ComfyClient, prompt_id: str, timeout: float, attemp
                 raise JobFailed(f"server unreachable while running the job: {err}") from None
             time.sleep(2 ** failures)
             continue
-        if history.get("status", {}).get("completed") is not None:
+        if history is not None:  # the server files a prompt in its history once it has finished
             return
+        if not queued:
+            raise PromptLost(f"the server lost prompt {prompt_id} (it is neither queued nor in its history: "
+                             "did the server restart?)")
         time.sleep(1)
     raise JobFailed(f"no result within {timeout:.0f} s")
 
@@ -180,8 +208,12 @@ def _error_text(data: dict) -> str:
 
 def write_report(path: Path, results: list[Result]):
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
-    os.replace(partial, path)
+    try:
+        partial.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
+        os.replace(partial, path)
+    except OSError as err:
+        raise OutputError(f"cannot write {path} ({err.strerror or err}); fix the output folder and run again "
+                          "(finished rows are skipped).") from None
 
 
 class Progress:
