@@ -91,6 +91,12 @@ def section_comfy(args, base):
     print("|---|---|---|---|---|---|---|")
     print(f"| d512 L8, expert at 0 and 4, {r['tokens']} tokens/stream | {r['plain_step_s']:.2f} | {r['vap_step_s']:.2f} | "
           f"{r['ratio']:.3f} | {r['flop_ratio']:.3f} | {rel:.3f} | {_mark(rel <= TARGET)} |")
+    rel = r["guidance_ratio"] / r["guidance_flop_ratio"]
+    print("\nVAPReferenceGuider, one step (SamplerCustom path, euler): reference_cfg 1 / reference_cfg 0 (= CFGGuider)\n")
+    print("| reference_cfg 0 s/step | reference_cfg 1 s/step | measured ratio | FLOP-model ratio | measured / FLOP |")
+    print("|---|---|---|---|---|")
+    print(f"| {r['cfg_guider_step_s']:.2f} | {r['reference_guided_step_s']:.2f} | {r['guidance_ratio']:.3f} | "
+          f"{r['guidance_flop_ratio']:.3f} | {rel:.3f} |")
 
 
 def section_loading(args, base):

@@ -1,5 +1,6 @@
 """Section 3, run with ComfyUI's Python: one KSampler step of the VAP graph against the same step
-of the plain Wan graph, same backbone, in a real ComfyUI (in-process).
+of the plain Wan graph, same backbone, in a real ComfyUI (in-process); and one step under
+VAPReferenceGuider (reference_cfg 1) against the same guider at 0 (the stock CFGGuider's path).
 
     COMFY_PYTHON benchmarks/comfy_step.py COMFYUI_ROOT BASE_DIR REPEATS
 
@@ -19,6 +20,8 @@ nodes = start(sys.argv[1], sys.argv[2])
 import torch  # noqa: E402
 
 import comfy.clip_vision  # noqa: E402
+import comfy.sample  # noqa: E402
+import comfy.samplers  # noqa: E402
 from benchmarks.core import alternate  # noqa: E402
 from benchmarks.flops import call_flops  # noqa: E402
 from helpers import write_random_released_and_wan  # noqa: E402
@@ -73,14 +76,28 @@ def main():
         model, pos, neg = graphs[name]
         return lambda: nodes.common_ksampler(model, 0, steps, 5.0, "euler", "simple", pos, neg, latent)
 
+    def guided(reference_cfg, steps):
+        _, pos, neg = graphs["vap"]
+        guider = NODE["VAPReferenceGuider"].execute(vap, pos, neg, 5.0, reference_cfg, 0.0, 1.0).result[0]
+        sigmas = comfy.samplers.calculate_sigmas(vap.get_model_object("model_sampling"), "simple", steps)
+        noise = comfy.sample.prepare_noise(latent["samples"], 0)
+        return lambda: guider.sample(noise, latent["samples"], comfy.samplers.sampler_object("euler"), sigmas, seed=0)
+
+    runs = {f"{n}_{s}": sample(n, s) for n in graphs for s in (1, 5)}
+    runs.update({f"{n}_{s}": guided(r, s) for n, r in (("guided0", 0.0), ("guided1", 1.0)) for s in (1, 5)})
     with torch.no_grad():
-        med = alternate({f"{n}_{s}": sample(n, s) for n in graphs for s in (1, 5)}, repeats)
-    step = {n: (med[f"{n}_5"] - med[f"{n}_1"]) / 4 for n in graphs}
+        med = alternate(runs, repeats)
+    step = {n: (med[f"{n}_5"] - med[f"{n}_1"]) / 4 for n in (*graphs, "guided0", "guided1")}
     cfg = WanConfig(dim=512, num_heads=4, ffn_dim=2048, num_layers=8)
     tokens = GRID[0] * GRID[1] * GRID[2] // 4
     flops_plain, flops_vap = call_flops(cfg, tokens, tokens, len(CONFIG["block_idx_with_mot_ref"]))
     print(json.dumps({"plain_step_s": step["plain"], "vap_step_s": step["vap"], "ratio": step["vap"] / step["plain"],
-                      "flop_ratio": flops_vap / flops_plain, "tokens": tokens}))
+                      "flop_ratio": flops_vap / flops_plain, "tokens": tokens,
+                      "cfg_guider_step_s": step["guided0"], "reference_guided_step_s": step["guided1"],
+                      "guidance_ratio": step["guided1"] / step["guided0"],
+                      # cond and uncond VAP calls, plus one plain call for cond_noref
+                      "guidance_flop_ratio": (2 * flops_vap + flops_plain) / (2 * flops_vap)}))
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -5,6 +5,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import folders
 from .apply import VAPApplyExpert
+from .guider import VAPReferenceGuider
 from .loaders import VAPCheckpointLoader, VAPExpertLoader
 from .reference import VAPEncodeReference, VAPLoadReferenceVideo
 
@@ -14,7 +15,8 @@ folders.register()
 class VAPExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [VAPCheckpointLoader, VAPExpertLoader, VAPApplyExpert, VAPLoadReferenceVideo, VAPEncodeReference]
+        return [VAPCheckpointLoader, VAPExpertLoader, VAPApplyExpert, VAPLoadReferenceVideo, VAPEncodeReference,
+                VAPReferenceGuider]
 
 
 async def comfy_entrypoint() -> VAPExtension:

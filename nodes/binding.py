@@ -49,11 +49,14 @@ class ReferenceRows(tuple):
 
 
 class ReferenceCond(comfy.conds.CONDRegular):
+    """A conditioning's Reference; None marks rows that are meant to run without one (the reference
+    guider's cond_noref), which are never batched with rows that have one."""
+
     def process_cond(self, batch_size, **kwargs):
         return ReferenceCond(ReferenceRows((self.cond,) * batch_size))
 
     def can_concat(self, other):
-        return isinstance(other, ReferenceCond)
+        return isinstance(other, ReferenceCond) and (self.cond[0] is None) == (other.cond[0] is None)
 
     def concat(self, others):
         return ReferenceRows(self.cond + tuple(row for other in others for row in other.cond))
@@ -110,7 +113,7 @@ class VAPRunner:
                         transformer_options={}, **kwargs):
         rows = kwargs.pop(REFERENCE, None)
         run = transformer_options.get(_RUN)  # None when called outside a sampler: always on, no cache
-        if rows is None or not _active(run, transformer_options.get("sigmas")):
+        if rows is None or rows[0] is None or not _active(run, transformer_options.get("sigmas")):
             if rows is None and not self._warned:
                 self._warned = True
                 logging.warning("VAP: this model has a VAP expert but the conditioning carries no reference "

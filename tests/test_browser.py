@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "tests" / "browser" / "check_workflow.mjs"
 # the user's own input files: their names in a shipped workflow are examples, in no list
 USER_FILES = [["LoadImage", "image"], ["VAPLoadReferenceVideo", "video"]]
-PACK_NODES = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference")
+PACK_NODES = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference",
+              "VAPReferenceGuider")
 SEARCHES = ["video as prompt", "VAP"]
 SCREENSHOTS = ROOT / ".screenshots"  # kept after the run (git-ignored), for a look at what the test saw
 

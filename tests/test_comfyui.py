@@ -17,12 +17,13 @@ import harness  # noqa: E402
 from helpers import write_phone_clip  # noqa: E402
 import tiny_models as tiny  # noqa: E402
 
-NODE_IDS = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference")
+NODE_IDS = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference",
+            "VAPReferenceGuider")
 
 
 def with_latent_output(graph: dict) -> dict:
     """Also save the sampled latent (exact numbers, unlike the lossy video)."""
-    sampler = next(k for k, n in graph.items() if n["class_type"] == "KSampler")
+    sampler = next(k for k, n in graph.items() if n["class_type"] in ("KSampler", "SamplerCustomAdvanced"))
     graph["900"] = {"class_type": "SaveLatent", "inputs": {"samples": [sampler, 0], "filename_prefix": "latents/vap_test"}}
     return graph
 
@@ -49,6 +50,13 @@ def test_golden_equality_inside_comfyui(comfy):
     # the reference is embedded once per sampling run (once for the caption, once for its negative)
     assert max(result["three_calls"]) <= 1e-4
     assert result["reference_embeddings_in_a_run_of_three_calls"] == 2
+    # VAPReferenceGuider: the formula against the golden predictions, one plain-Wan row more per step
+    for r in ("0.5", "2.0", "-1.0"):
+        assert result["guider"][r]["error"] <= 1e-4, (r, result["guider"][r])
+        assert sorted(result["guider"][r]["rows"]) == [1, 2], result["guider"][r]  # cond+uncond batched, then noref
+    for name in ("zero", "window_closed", "window_later"):  # bit for bit the stock CFGGuider, no third call
+        assert result["guider"][name]["equal_to_cfg_guider"], (name, result["guider"][name])
+        assert result["guider"][name]["rows"] == result["guider"][name]["cfg_guider_rows"] == [2]
 
 
 def test_pack_loads_and_every_node_is_listed(server):
@@ -185,6 +193,25 @@ def test_a_portrait_phone_clip_comes_out_upright(server, comfy):
     frame = np.asarray(Image.open(comfy[2] / "output" / item["subfolder"] / item["filename"]))[:, :, 0] / 255
     assert frame.shape == (64, 32)  # portrait
     assert frame[:, -2:].mean() > 0.8 and frame[:, :2].mean() < 0.2 and frame[:2].mean() < 0.5  # top edge turned right
+
+
+GUIDANCE = harness.API_WORKFLOW.with_name("vap_wan21_i2v_480p_reference_guidance.json")
+
+
+def test_reference_guidance_workflow_runs_and_at_zero_is_the_papers_sampling(server, comfy):
+    base = comfy[2]
+    guided = run_latent(server, base, harness.tiny_workflow(steps=2, workflow=GUIDANCE))
+    stronger = run_latent(server, base, harness.tiny_workflow(
+        steps=2, workflow=GUIDANCE, changes={("VAPReferenceGuider", "reference_cfg"): 3.0}))
+    paper = run_latent(server, base, harness.tiny_workflow(
+        steps=2, workflow=GUIDANCE, changes={("VAPReferenceGuider", "reference_cfg"): 0.0}))
+    stock = harness.tiny_workflow(steps=2, workflow=GUIDANCE)
+    guider = next(n for n in stock.values() if n["class_type"] == "VAPReferenceGuider")
+    guider["class_type"] = "CFGGuider"
+    for name in ("reference_cfg", "start_percent", "end_percent"):
+        del guider["inputs"][name]
+    assert np.array_equal(paper.numpy(), run_latent(server, base, stock).numpy())  # 0: the stock CFGGuider, bit for bit
+    assert (guided - paper).abs().max() > 1e-4 and (stronger - guided).abs().max() > 1e-4
 
 
 def test_a_reversed_expert_window_warns(server):

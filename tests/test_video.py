@@ -2,6 +2,7 @@
 interrupt and progress, and memory that follows the output size, not the source's."""
 from __future__ import annotations
 
+import fractions
 import json
 import subprocess
 import sys
@@ -120,3 +121,49 @@ print(json.dumps({{"growth": hwm() - before, "output": frames.numel() * frames.e
     print(f"\npeak growth {measured['growth'] / 2**20:.0f} MiB for a {measured['output'] / 2**20:.0f} MiB output")
     assert measured["output"] == 49 * 832 * 832 * 3 * 4
     assert measured["growth"] <= measured["output"] + 200 * 2**20
+
+
+def write_coded(path: Path, codec: str, pix_fmt: str, alpha: bool = False, durations_ms=None):
+    """Frame i a flat grey of level 8 * i, as `codec` stores it; `durations_ms` makes it variable-rate."""
+    base = fractions.Fraction(1, 1000)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=16)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
+        if durations_ms:
+            stream.codec_context.time_base = stream.time_base = base
+        t = 0
+        for i in range(9):
+            image = np.full((48, 64, 4 if alpha else 3), 8 * i, np.uint8)
+            if alpha:
+                image[..., 3] = 100
+            frame = av.VideoFrame.from_ndarray(image, format="rgba" if alpha else "rgb24")
+            if durations_ms:
+                frame.pts, frame.time_base = t, base
+                t += durations_ms[i % len(durations_ms)]
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize("name,codec,pix_fmt,alpha", [
+    ("h264_10bit.mp4", "libx264", "yuv420p10le", False),
+    ("hevc_10bit.mp4", "libx265", "yuv420p10le", False),
+    ("vp9_alpha.webm", "libvpx-vp9", "yuva420p", True),
+    ("prores_4444.mov", "prores_ks", "yuva444p10le", True),
+])
+def test_ten_bit_alpha_and_prores_files_read_as_rgb_in_0_1(tmp_path, name, codec, pix_fmt, alpha):
+    frames, fps = read_frames(write_coded(tmp_path / name, codec, pix_fmt, alpha), 9, "first")
+    assert frames.shape == (9, 48, 64, 3) and fps == 16  # alpha dropped
+    assert float(frames.min()) >= 0 and float(frames.max()) <= 1
+    assert frame_numbers(frames) == list(range(9))
+
+
+def test_a_variable_frame_rate_clip_gives_every_frame_and_its_average_rate(tmp_path):
+    path = write_coded(tmp_path / "vfr.mp4", "libx264", "yuv420p", durations_ms=[40, 80, 20])
+    frames, fps = read_frames(path, 9, "first")
+    assert frame_numbers(frames) == list(range(9))
+    with av.open(str(path)) as container:
+        assert fps == float(container.streams.video[0].average_rate)  # the stream's real average rate...
+    assert 18 < fps < 23  # ...about 9 frames over 420 to 440 ms, not the 16 the writer was told

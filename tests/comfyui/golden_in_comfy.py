@@ -71,6 +71,29 @@ def evaluate(model, case_in, batched: bool, calls: int = 1):
     return [((x16 - captured[k]) / sigma)[row] for k, row in (("cond", 0), ("uncond", 1))]
 
 
+def evaluate_guider(model, case_in, reference_cfg, negative_row=0, start=0.0, end=1.0, stock=False):
+    """One evaluation of latent row 0 through VAPReferenceGuider (or the stock CFGGuider): the model
+    output (flow) and the rows the diffusion model was called on."""
+    x16, sigma = case_in["x"][:1, :16], float(case_in["t"][0]) / 1000.0
+    rows = []
+    hook = model.model.diffusion_model.register_forward_pre_hook(lambda mod, args: rows.append(args[0].shape[0]))
+    if stock:
+        guider = comfy.samplers.CFGGuider(model)
+        guider.set_conds(conditioning(case_in, 0), conditioning(case_in, negative_row))
+        guider.set_cfg(5.0)
+    else:
+        guider = NODE["VAPReferenceGuider"].execute(model, conditioning(case_in, 0), conditioning(case_in, negative_row),
+                                                    5.0, reference_cfg, start, end).result[0]
+    zeros = torch.zeros_like(x16)
+
+    def one_call(denoiser, x, sigmas, extra_args=None, callback=None, disable=None):
+        return denoiser(x16, sigmas[0] * x16.new_ones(1), **extra_args)
+    denoised = model.model.process_latent_in(  # sample() hands back the latent in VAE scale
+        guider.sample(zeros, zeros, comfy.samplers.KSAMPLER(one_call), torch.tensor([sigma, 0.0]), seed=0))
+    hook.remove()
+    return (x16 - denoised) / sigma, rows
+
+
 with torch.no_grad():
     case = Case("case_comfy")
     case_in = case.inputs()
@@ -90,4 +113,18 @@ with torch.no_grad():
     hook.remove()
     result["three_calls"] = [float((out - want[i]).abs().max()) for i, out in enumerate(rows)]
     result["reference_embeddings_in_a_run_of_three_calls"] = len(embeddings)
+
+    # reference guidance on latent row 0 with its own caption as the negative too (so cfg's term is 0):
+    # the output is cond + reference_cfg * (cond - cond_noref) = out.vap[0] + r * (out.vap[0] - out.backbone[0])
+    result["guider"] = {}
+    for r in (0.5, 2.0, -1.0):
+        out, rows = evaluate_guider(vap, case_in, r)
+        expected = want[0] + r * (want[0] - want_plain[0])
+        result["guider"][str(r)] = {"error": float((out[0] - expected).abs().max()), "rows": rows}
+    # reference_cfg 0, or an empty window: the stock CFGGuider exactly, with its calls
+    stock, stock_rows = evaluate_guider(vap, case_in, 0.0, negative_row=1, stock=True)
+    for name, kwargs in (("zero", {}), ("window_closed", {"start": 0.5, "end": 0.5}), ("window_later", {"start": 0.9})):
+        out, rows = evaluate_guider(vap, case_in, 0.0 if name == "zero" else 3.0, negative_row=1, **kwargs)
+        result["guider"][name] = {"equal_to_cfg_guider": bool(torch.equal(out, stock)), "rows": rows,
+                                  "cfg_guider_rows": stock_rows}
     print(json.dumps(result))

@@ -84,14 +84,15 @@ def tiny_inputs(steps: int = 2, length: int = 9, size: int = tiny.SIZE) -> dict:
     return {("WanImageToVideo", "width"): size, ("WanImageToVideo", "height"): size,
             ("WanImageToVideo", "length"): length,
             ("VAPLoadReferenceVideo", "video"): tiny.REFERENCE, ("VAPLoadReferenceVideo", "frames"): length,
-            ("LoadImage", "image"): tiny.START_IMAGE, ("KSampler", "steps"): steps,
+            ("LoadImage", "image"): tiny.START_IMAGE, ("KSampler", "steps"): steps, ("BasicScheduler", "steps"): steps,
             ("SaveVideo", "filename_prefix"): "vap_test"}
 
 
-def tiny_workflow(steps: int = 2, length: int = 9, size: int = tiny.SIZE, changes: dict | None = None) -> dict:
-    """The shipped API workflow with tiny models, tiny sizes and the test inputs substituted;
+def tiny_workflow(steps: int = 2, length: int = 9, size: int = tiny.SIZE, changes: dict | None = None,
+                  workflow: Path = API_WORKFLOW) -> dict:
+    """A shipped API workflow with tiny models, tiny sizes and the test inputs substituted;
     `changes` maps (class_type, input name) to a value."""
-    graph = copy.deepcopy(json.loads(API_WORKFLOW.read_text()))
+    graph = copy.deepcopy(json.loads(workflow.read_text()))
     unknown = {class_type for class_type, _ in changes or {}} - {n["class_type"] for n in graph.values()}
     if unknown:
         raise KeyError(f"the workflow has no {sorted(unknown)} node")

@@ -16,7 +16,11 @@ import harness
 
 BROWSER_TOOLS = harness.ROOT / "tools" / "browser"
 # UI workflow (its name is the template browser's title) -> the API workflow it is built from
-UI_WORKFLOWS = {harness.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p.json": harness.API_WORKFLOW}
+UI_WORKFLOWS = {
+    harness.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p.json": harness.API_WORKFLOW,
+    harness.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - reference guidance.json":
+        harness.API_WORKFLOW.with_name("vap_wan21_i2v_480p_reference_guidance.json"),
+}
 
 
 def layout_of(api: Path) -> Path:

@@ -1,0 +1,109 @@
+"""VAPReferenceGuider: classifier-free guidance with a separate strength for the reference.
+
+Per step, where reference guidance is active, three predictions: uncond (negative prompts, with the
+reference, as the paper), cond (positive, with the reference) and cond_noref (positive without it:
+plain Wan), combined as
+
+    uncond + cfg * (cond - uncond) + reference_cfg * (cond - cond_noref).
+
+The reference term is folded into cond (cond + reference_cfg / cfg * (cond - cond_noref)) before
+ComfyUI's own cfg_function, so the model's sampler-cfg and post-cfg patches see the guided result.
+With reference_cfg 0, or outside its window, this is the stock CFGGuider, call for call.
+"""
+from __future__ import annotations
+
+import math
+
+import comfy.samplers
+from comfy_api.latest import io
+
+from .binding import REFERENCE, ReferenceCond
+from .choices import CATEGORY
+
+
+def without_reference(conditioning):
+    """The conditioning's rows with the reference taken out (marked, so the expert stays quiet)."""
+    out = []
+    for tokens, options in conditioning:
+        model_conds = {**options.get("model_conds", {}), REFERENCE: ReferenceCond(None)}
+        out.append([tokens, {**options, "model_conds": model_conds}])
+    return out
+
+
+class ReferenceGuider(comfy.samplers.CFGGuider):
+    def __init__(self, model_patcher, reference_cfg: float, start_percent: float, end_percent: float):
+        super().__init__(model_patcher)
+        self.reference_cfg, self.start_percent, self.end_percent = reference_cfg, start_percent, end_percent
+
+    def set_conds(self, positive, negative):
+        self.inner_set_conds({"positive": positive, "negative": negative,
+                              "positive_noref": without_reference(positive)})
+
+    def _active(self, sigma: float) -> bool:
+        if self.reference_cfg == 0 or self.start_percent >= self.end_percent:
+            return False
+        sampling = self.model_patcher.get_model_object("model_sampling")
+        high = math.inf if self.start_percent <= 0 else float(sampling.percent_to_sigma(self.start_percent))
+        low = -math.inf if self.end_percent >= 1 else float(sampling.percent_to_sigma(self.end_percent))
+        return low <= sigma <= high
+
+    def predict_noise(self, x, timestep, model_options={}, seed=None):
+        if not self._active(float(timestep.flatten()[0])):
+            return super().predict_noise(x, timestep, model_options, seed)
+        cond, noref = self.conds.get("positive"), self.conds.get("positive_noref")
+        uncond = self.conds.get("negative")
+        if math.isclose(self.cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False):
+            uncond = None  # as ComfyUI's sampling_function: cfg 1 needs no uncond pass
+        conds = [cond, uncond, noref]
+        if "sampler_calc_cond_batch_function" in model_options:
+            out = model_options["sampler_calc_cond_batch_function"](
+                {"conds": conds, "input": x, "sigma": timestep, "model": self.inner_model, "model_options": model_options})
+        else:
+            out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
+        cond_pred, uncond_pred, noref_pred = out
+        for fn in model_options.get("sampler_pre_cfg_function", []):
+            cond_pred, uncond_pred = fn({"conds": conds[:2], "conds_out": [cond_pred, uncond_pred], "cond_scale": self.cfg,
+                                         "timestep": timestep, "input": x, "sigma": timestep, "model": self.inner_model,
+                                         "model_options": model_options})
+        if self.cfg == 0:  # nothing to fold the reference term into
+            return comfy.samplers.cfg_function(self.inner_model, cond_pred, uncond_pred, 0.0, x, timestep, model_options,
+                                               cond, uncond) + self.reference_cfg * (cond_pred - noref_pred)
+        guided = cond_pred + (self.reference_cfg / self.cfg) * (cond_pred - noref_pred)
+        return comfy.samplers.cfg_function(self.inner_model, guided, uncond_pred, self.cfg, x, timestep, model_options,
+                                           cond, uncond)
+
+
+class VAPReferenceGuider(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="VAPReferenceGuider",
+            display_name="Video-As-Prompt Reference Guidance",
+            category=CATEGORY,
+            description="CFG with a separate strength for the reference video, for SamplerCustomAdvanced: "
+                        "uncond + cfg * (cond - uncond) + reference_cfg * (cond - cond without the reference). "
+                        "reference_cfg 0 is the paper's sampling (the stock CFGGuider); above 0 each step where it "
+                        "is active costs one plain Wan call more.",
+            inputs=[
+                io.Model.Input("model", tooltip="the Wan model with the expert applied (Apply VAP Expert)"),
+                io.Conditioning.Input("positive", tooltip="VAP Encode Reference's positive"),
+                io.Conditioning.Input("negative", tooltip="VAP Encode Reference's negative"),
+                io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="the usual classifier-free guidance scale (5: the paper's)"),
+                io.Float.Input("reference_cfg", default=0.0, min=-10.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="how much more the result follows the reference than the paper's sampling "
+                                       "does: 0 = the paper's; 1 to 3 for a stronger reference"),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="reference guidance runs from this point of the schedule..."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="...to this one (outside it: plain CFG, no extra call)"),
+            ],
+            outputs=[io.Guider.Output(tooltip="for SamplerCustomAdvanced")],
+        )
+
+    @classmethod
+    def execute(cls, model, positive, negative, cfg, reference_cfg, start_percent, end_percent) -> io.NodeOutput:
+        guider = ReferenceGuider(model, reference_cfg, start_percent, end_percent)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg)
+        return io.NodeOutput(guider)
