@@ -371,4 +371,4 @@ def test_batch_runner_end_to_end_with_a_bad_row_and_a_resumed_run(server, comfy,
 
     again = subprocess.run(command, capture_output=True, text=True, cwd=harness.ROOT, timeout=900)
     assert "0 ok, 1 failed, 2 skipped" in again.stdout, again.stdout + again.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["from_video.mp4", "horse.mp4", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == [".posters", "from_video.mp4", "horse.mp4", "index.html", "report.json"]

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from .client import ComfyClient, OutputError
+from .contact_sheet import ContactSheet
 from .jobs import JobError, read_jobs
 from .runner import run_jobs
 from .workflow import DEFAULT_WORKFLOW, WorkflowError, load_workflow
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
     parser.add_argument("--retries", type=int, default=3,
                         help="retries of a job on connection errors or when the server lost it (default: 3)")
     parser.add_argument("--timeout", type=float, default=3600, help="seconds one job may take (default: 3600)")
+    parser.add_argument("--no-html", action="store_true", help="do not write the contact sheet OUT/index.html")
     args = parser.parse_args(argv)
     try:
         jobs = read_jobs(args.jobs)
@@ -50,7 +52,9 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        results = run_jobs(jobs, ComfyClient(args.server), workflow, Path(args.out), args.retries, args.timeout)
+        sheet = None if args.no_html else ContactSheet(Path(args.out), jobs, args.server, workflow)
+        results = run_jobs(jobs, ComfyClient(args.server), workflow, Path(args.out), args.retries, args.timeout,
+                           sheet=sheet)
     except OutputError as err:
         print(f"\nerror: {err}", file=sys.stderr)
         return 2
@@ -59,7 +63,7 @@ def main(argv=None) -> int:
         print(f"{r.row:>4}  {r.status:<8} {r.seconds:>8.1f}  {r.name}: {r.output or r.message}")
     counts = {s: sum(r.status == s for r in results) for s in ("ok", "failed", "skipped")}
     print(f"\n{counts['ok']} ok, {counts['failed']} failed, {counts['skipped']} skipped; report: "
-          f"{Path(args.out) / 'report.json'}")
+          f"{Path(args.out) / 'report.json'}" + ("" if args.no_html else f", contact sheet: {Path(args.out) / 'index.html'}"))
     return 1 if counts["failed"] else 0
 
 

@@ -53,9 +53,10 @@ def check_output_folder(out_dir: Path):
 
 
 def run_jobs(jobs: list[Job], client: ComfyClient, workflow: dict, out_dir: Path, retries: int = 3,
-             job_timeout: float = 3600, progress=None) -> list[Result]:
+             job_timeout: float = 3600, progress=None, sheet=None) -> list[Result]:
     """Run the jobs one by one; a row's failure is recorded and the run goes on, but an OutputError (the
-    output folder cannot be written) stops it: every later row would fail the same way."""
+    output folder cannot be written) stops it: every later row would fail the same way. sheet (a
+    contact_sheet.ContactSheet) is updated after every row."""
     check_output_folder(out_dir)
     progress = progress or Progress(len(jobs))
     results = []
@@ -78,6 +79,8 @@ def run_jobs(jobs: list[Job], client: ComfyClient, workflow: dict, out_dir: Path
                                       f"{type(err).__name__}: {err}"))
         progress.done(results[-1])
         write_report(out_dir / "report.json", results)  # after every row: an interruption keeps the rest
+        if sheet is not None:
+            sheet.update(results)  # OUT/index.html
     return results
 
 
