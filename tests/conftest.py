@@ -43,15 +43,22 @@ def released_small(case_small, tmp_path_factory):
     return write_released(tmp_path_factory.mktemp("released_small"), case_small.group("official"), case_small.config)
 
 
-@pytest.fixture(scope="module")
-def comfy(tmp_path_factory):
-    """(ComfyUI folder, its Python, a --base-directory with the pack and tiny models), one per test module."""
+@pytest.fixture(scope="session")
+def comfyui():
+    """(ComfyUI folder, the Python that runs it), or the test is skipped saying why there is none."""
     root, why = harness.find_comfyui()
     if root is None:
         pytest.skip(why)
     python, why = harness.comfy_python(root)
     if python is None:
         pytest.skip(why)
+    return root, python
+
+
+@pytest.fixture(scope="module")
+def comfy(comfyui, tmp_path_factory):
+    """(ComfyUI folder, its Python, a --base-directory with the pack and tiny models), one per test module."""
+    root, python = comfyui
     base = tmp_path_factory.mktemp("comfy_base")
     harness.prepare_base(base, python, root)
     return root, python, base

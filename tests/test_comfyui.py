@@ -342,11 +342,7 @@ def test_batch_runner_end_to_end_with_a_bad_row_and_a_resumed_run(server, comfy,
     """python -m vap_batch against the server: two videos written, the bad row reported with the
     server's message, and a rerun skips the two finished rows."""
     base = comfy[2]
-    media = tmp_path / "media"
-    media.mkdir()
-    for src, dst in ((tiny.REFERENCE, "ref.mp4"), (tiny.START_IMAGE, "target.png"), (tiny.REFERENCE, "target_clip.mp4"),
-                     (tiny.NOT_A_VIDEO, "bad.mp4")):
-        (media / dst).write_bytes((base / "input" / src).read_bytes())
+    media = harness.batch_media(base, tmp_path / "media")
     (media / "jobs.csv").write_text(
         "name,reference,target,reference_caption,target_caption,seed\n"
         "horse,ref.mp4,target.png,a sneaker inflates and rises,a horse inflates and rises,1\n"

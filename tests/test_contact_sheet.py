@@ -134,11 +134,7 @@ def batch(request, tmp_path_factory):
         pytest.skip(why)
     server, (_, _, base) = request.getfixturevalue("server"), request.getfixturevalue("comfy")
     tmp = tmp_path_factory.mktemp("contact_sheet")
-    media = tmp / "media"
-    media.mkdir()
-    for src, dst in ((tiny.REFERENCE, "ref.mp4"), (tiny.START_IMAGE, "target.png"), (tiny.REFERENCE, "target_clip.mp4"),
-                     (tiny.NOT_A_VIDEO, "bad.mp4")):
-        (media / dst).write_bytes((base / "input" / src).read_bytes())
+    media = harness.batch_media(base, tmp / "media")
     (media / "jobs.csv").write_text(
         f"{HEADER},steps\n"
         f"horse,ref.mp4,target.png,a sneaker inflates {XSS},a horse inflates and rises,1,2\n"

@@ -162,17 +162,6 @@ def test_icon_is_the_shipped_svg_at_the_repository_raw_address():
     assert int(svg.get("width")) <= 800 and int(svg.get("height")) <= 400  # the Registry's largest icon
 
 
-@pytest.fixture(scope="module")
-def comfyui():
-    root, why = harness.find_comfyui()
-    if root is None:
-        pytest.skip(why)
-    python, why = harness.comfy_python(root)
-    if python is None:
-        pytest.skip(why)
-    return root, python
-
-
 def serve_archive(comfyui, base: Path, *test_nodes: str) -> harness.Server:
     """A ComfyUI whose only custom nodes are the archive's files and the named tests/comfyui/ folders."""
     pack = base / "custom_nodes" / PACK

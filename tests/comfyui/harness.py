@@ -105,6 +105,16 @@ def tiny_workflow(steps: int = 2, length: int = 9, size: int = tiny.SIZE, change
     return graph
 
 
+def batch_media(base: Path, folder: Path) -> Path:
+    """The tiny test media as a batch job list names them (ref.mp4, target.png, target_clip.mp4 and
+    bad.mp4, which is not a video), copied from the base directory's input folder into `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for src, dst in ((tiny.REFERENCE, "ref.mp4"), (tiny.START_IMAGE, "target.png"), (tiny.REFERENCE, "target_clip.mp4"),
+                     (tiny.NOT_A_VIDEO, "bad.mp4")):
+        (folder / dst).write_bytes((base / "input" / src).read_bytes())
+    return folder
+
+
 class Server:
     """A ComfyUI server subprocess on a free loopback port."""
 
