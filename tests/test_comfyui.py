@@ -146,7 +146,9 @@ def test_bad_inputs_come_back_as_clear_errors_and_the_server_keeps_serving(serve
     expect_error(server, wf(changes={("UNETLoader", "unet_name"): tiny.WIDE_UNET}), "width 256", "width 128")
     expect_error(server, wf(changes={("VAPLoadReferenceVideo", "video"): tiny.SHORT_REFERENCE,
                                ("VAPLoadReferenceVideo", "selection"): "first"}), "has 3 frames")
-    expect_error(server, wf(changes={("VAPLoadReferenceVideo", "video"): tiny.NOT_A_VIDEO}), "cannot be read as a video")
+    error = harness.execution_error(server.run(wf(changes={("VAPLoadReferenceVideo", "video"): tiny.NOT_A_VIDEO})))
+    assert "cannot be read as a video" in error["exception_message"]
+    assert error["exception_type"] == "video_as_prompt.InputError"  # what the UI shows: no filesystem path
     history = server.run(wf(steps=1))  # and the next prompt runs normally
     assert harness.execution_error(history) is None
 
