@@ -7,7 +7,7 @@ from . import folders
 from .apply import VAPApplyExpert
 from .guider import VAPReferenceGuider
 from .loaders import VAPCheckpointLoader, VAPExpertLoader
-from .reference import VAPEncodeReference, VAPLoadReferenceVideo
+from .reference_nodes import VAPEncodeReference, VAPLoadReferenceVideo
 
 folders.register()
 

@@ -8,10 +8,11 @@ import comfy.patcher_extension
 from comfy_api.latest import io
 
 from ..vap_core.errors import IncompatibleExpertError
+from ..vap_core.expert_pass import PLACEMENTS
 from ..vap_core.fingerprint import fingerprint_matches
 from .binding import KEY, VAPRunner
-from .choices import CATEGORY
-from .loaders import VapExpert
+from .choices import CATEGORY, check_choice
+from .loaders import ExpertSocket
 
 # fp8-stored backbones round their modulation tables by up to ~6%
 _FP8_RTOL = 0.08
@@ -28,10 +29,16 @@ class VAPApplyExpert(io.ComfyNode):
                         "through the conditioning (VAP Encode Reference).",
             inputs=[
                 io.Model.Input("model", tooltip="Wan 2.1 I2V 14B 480P (Load Diffusion Model)"),
-                VapExpert.Input("expert", tooltip="from Load VAP Expert"),
+                ExpertSocket.Input("expert", tooltip="from Load VAP Expert"),
                 io.Int.Input("rope_delta", default=-1, min=-1, max=1024,
                              tooltip="temporal RoPE offset of the reference, in latent frames: the reference sits at "
                                      "-delta..-delta+F_ref-1. -1 = the reference's latent frame count (the paper's)."),
+                io.Combo.Input("placement", options=list(PLACEMENTS), default="sequential", optional=True,
+                               tooltip="with several references (chained VAP Encode Reference), where they sit in time "
+                                       "before the video: sequential = one after another, the last encoded just "
+                                       "before the video; shared = all at the same positions just before it. One "
+                                       "reference: both are the paper's. Several references is an experimental use "
+                                       "of the released expert, which was trained with one."),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
                                tooltip="the expert runs from this point of the schedule..."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
@@ -42,18 +49,19 @@ class VAPApplyExpert(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, expert, rope_delta, start_percent, end_percent) -> io.NodeOutput:
+    def execute(cls, model, expert, rope_delta, start_percent, end_percent, placement="sequential") -> io.NodeOutput:
+        check_choice("placement", placement, PLACEMENTS)
         if start_percent > end_percent:
             warn(cls.hidden.unique_id, f"VAP: start_percent {start_percent} is after end_percent {end_percent}, so the "
                  "expert never runs and the reference is ignored. Set start below end (start = end is the off switch).")
-        module = expert.model
+        module = expert.model  # expert is the patcher, module the VAPExpert it holds
         check_backbone(model, module)
         warn_if_other_backbone(model, module)
         m = model.clone()
         m.set_additional_models(KEY, [expert.clone()])
         for kind in (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, comfy.patcher_extension.WrappersMP.OUTER_SAMPLE):
             m.remove_wrappers_with_key(kind, KEY)  # one expert per model: a second apply replaces the first
-        runner = VAPRunner(module, None if rope_delta < 0 else rope_delta, start_percent, end_percent)
+        runner = VAPRunner(module, None if rope_delta < 0 else rope_delta, placement, start_percent, end_percent)
         m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, runner.diffusion_model)
         m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, runner.outer_sample)
         return io.NodeOutput(m)

@@ -17,38 +17,28 @@ import math
 import comfy.samplers
 from comfy_api.latest import io
 
-from .binding import REFERENCE, ReferenceCond
 from .choices import CATEGORY
-
-
-def without_reference(conditioning):
-    """The conditioning's rows with the reference taken out (marked, so the expert stays quiet)."""
-    out = []
-    for tokens, options in conditioning:
-        model_conds = {**options.get("model_conds", {}), REFERENCE: ReferenceCond(None)}
-        out.append([tokens, {**options, "model_conds": model_conds}])
-    return out
+from .reference_cond import without_reference
+from .schedule import in_window, sigma_window
 
 
 class ReferenceGuider(comfy.samplers.CFGGuider):
     def __init__(self, model_patcher, reference_cfg: float, start_percent: float, end_percent: float):
         super().__init__(model_patcher)
         self.reference_cfg, self.start_percent, self.end_percent = reference_cfg, start_percent, end_percent
+        self._window = None  # where reference guidance is active: set per sampling run
 
     def set_conds(self, positive, negative):
         self.inner_set_conds({"positive": positive, "negative": negative,
                               "positive_noref": without_reference(positive)})
 
-    def _active(self, sigma: float) -> bool:
-        if self.reference_cfg == 0 or self.start_percent >= self.end_percent:
-            return False
-        sampling = self.model_patcher.get_model_object("model_sampling")
-        high = math.inf if self.start_percent <= 0 else float(sampling.percent_to_sigma(self.start_percent))
-        low = -math.inf if self.end_percent >= 1 else float(sampling.percent_to_sigma(self.end_percent))
-        return low <= sigma <= high
+    def inner_sample(self, *args, **kwargs):
+        self._window = None if self.reference_cfg == 0 else sigma_window(self.model_patcher, self.start_percent,
+                                                                         self.end_percent)
+        return super().inner_sample(*args, **kwargs)
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
-        if not self._active(float(timestep.flatten()[0])):
+        if not in_window(self._window, float(timestep.flatten()[0])):
             return super().predict_noise(x, timestep, model_options, seed)
         cond, noref = self.conds.get("positive"), self.conds.get("positive_noref")
         uncond = self.conds.get("negative")

@@ -11,7 +11,7 @@ from . import folders
 from .choices import CATEGORY, check_choice
 from .expert_patcher import DTYPE_CHOICES, load_expert_patcher
 
-VapExpert = io.Custom("VAP_EXPERT")
+ExpertSocket = io.Custom("VAP_EXPERT")  # the socket type of an expert patcher
 
 # the weight dtype choices of ComfyUI's own UNETLoader
 WEIGHT_DTYPES = {"default": {}, "fp8_e4m3fn": {"dtype": torch.float8_e4m3fn},
@@ -36,7 +36,7 @@ class VAPExpertLoader(io.ComfyNode):
                                tooltip="storage dtype of the expert's weights; default: what ComfyUI uses for "
                                        "diffusion models on this device; fp8_e4m3fn halves its memory"),
             ],
-            outputs=[VapExpert.Output(display_name="expert", tooltip="the expert, for Apply VAP Expert")],
+            outputs=[ExpertSocket.Output(display_name="expert", tooltip="the expert, for Apply VAP Expert")],
         )
 
     @classmethod
@@ -70,7 +70,7 @@ class VAPCheckpointLoader(io.ComfyNode):
                                tooltip="the expert's weight dtype, as in Load VAP Expert"),
             ],
             outputs=[io.Model.Output(display_name="model", tooltip="the frozen Wan 2.1 I2V 14B backbone"),
-                     VapExpert.Output(display_name="expert", tooltip="the expert, for Apply VAP Expert")],
+                     ExpertSocket.Output(display_name="expert", tooltip="the expert, for Apply VAP Expert")],
         )
 
     @classmethod

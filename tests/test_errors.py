@@ -262,7 +262,7 @@ def test_bad_inputs(model, case_small):
         (dict(context=ctx[:1]), "context has shape"),
         (dict(context=torch.zeros(2, 513, 32)), "at most 512"),
         (dict(clip_fea=clip[..., :8]), "clip_fea has shape"),
-        (dict(ref_x=good["ref_x"][:, :, :, :4]), "resize the reference"),
+        (dict(ref_x=good["ref_x"][:, :, :, :4]), "encode it at the video.s width and height"),
         (dict(ref_x=good["ref_x"][:, :20]), "ref_x has shape"),
         (dict(ref_x=torch.cat([good["ref_x"]] * 2)[:3]), "batch 3; expected 1 or 2"),
         (dict(ref_context=None), "needs ref_context"),

@@ -10,7 +10,7 @@ from torch import nn
 from .checkpoint import TensorSource, load_strict
 from .config import WanConfig
 from .errors import NotACheckpointError
-from .layer_step import norm32
+from .joint_layer import norm32
 from .layers import Head, StreamEmbedders, WanBlock
 
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.")

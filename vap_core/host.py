@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch.nn.functional as F
 
-from .layer_step import i2v_cross_attention
+from .joint_layer import i2v_cross_attention
 from .rope import apply_rope
 
 

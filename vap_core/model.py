@@ -11,7 +11,9 @@ from .config import WanConfig
 from .errors import InputError
 from .expert import VAPExpert, load_expert_file
 from .host import TORCH_HOST
-from .layer_step import ReferenceStream, embed_reference, embed_stream, joint_layer, plain_layer
+from .embedding import REFERENCE_TIMESTEP, embed_reference, embed_stream
+from .expert_pass import ExpertPass
+from .joint_layer import Stream, plain_layer
 from .released import read_released
 from .rope import rope_table
 
@@ -56,42 +58,57 @@ class VAPTransformer(nn.Module):
         return cls(backbone, expert, where=where)
 
     def forward(self, x, t, context, clip_fea, ref_x=None, ref_context=None, ref_clip_fea=None,
-                ref_t=1.0, rope_delta=None, reference: ReferenceStream | None = None):
+                ref_t=REFERENCE_TIMESTEP, rope_delta=None, reference=None, placement="sequential"):
         """Target prediction (B, out_dim, F, H, W). Contexts are zero-padded to the text length
-        (512) here if shorter. With no reference this is plain Wan 2.1 I2V. In a sampling loop,
-        embed the reference once (embed_reference) and pass it as `reference` at every step."""
+        (512) here if shorter. With no reference this is plain Wan 2.1 I2V. Several references: lists
+        of ref_x / ref_context / ref_clip_fea (see expert_pass for `placement`). In a sampling loop,
+        embed the references once (embed_reference) and pass them as `reference` at every step."""
         cfg, host, dtype = self.cfg, self.host, self.dtype
         b = self._check_target(x, context, clip_fea)
         t = _per_row("t", t, b, x.device)
         tokens, temb, e, ctx = embed_stream(self.backbone, x, t, self._pad(context), clip_fea, dtype)
         grid = tuple(s // p for s, p in zip(x.shape[2:], cfg.patch_size))
-        freqs = rope_table(cfg.head_dim, grid, 0, device=x.device)
-        img_len = clip_fea.shape[1]
 
+        def rope_freqs(g, t_start):
+            return rope_table(cfg.head_dim, g, t_start, device=x.device)
+
+        target = Stream(tokens, e, rope_freqs(grid, 0), ctx, clip_fea.shape[1])
         if ref_x is not None:
             reference = self.embed_reference(ref_x, ref_context, ref_clip_fea, b, ref_t)
+        vap_pass = None
         if reference is not None:
-            self._check_embedded(reference, b, grid)
-            delta = reference.grid[0] if rope_delta is None else int(rope_delta)
-            ref_freqs = rope_table(cfg.head_dim, reference.grid, -delta, device=x.device)
-            ref = reference.tokens
+            references = reference if isinstance(reference, list) else [reference]
+            vap_pass = ExpertPass(self.expert, references, grid, b, rope_freqs, host, placement,
+                                  None if rope_delta is None else int(rope_delta))
 
         for i, block in enumerate(self.backbone.blocks):
-            if reference is not None and str(i) in self.expert.blocks:
-                tokens, ref = joint_layer(block, self.expert.blocks[str(i)], tokens, ref, e, reference.e, freqs,
-                                          ref_freqs, ctx, reference.context, img_len, reference.context_img_len, host)
+            if vap_pass is not None and i in self.expert.layers:
+                target.tokens = vap_pass.layer(i, block, target)
             else:
-                tokens = plain_layer(block, tokens, e, freqs, ctx, img_len, host)
-        return self.backbone.output(tokens, temb, grid, host)
+                target.tokens = plain_layer(block, target, host)
+        if vap_pass is not None:
+            vap_pass.finish()
+        return self.backbone.output(target.tokens, temb, grid, host)
 
-    def embed_reference(self, ref_x, ref_context, ref_clip_fea, batch: int = 1, ref_t=1.0) -> ReferenceStream:
-        """The reference stream for a target batch of `batch` rows (ref_x may have 1 row or `batch`)."""
+    def embed_reference(self, ref_x, ref_context, ref_clip_fea, batch: int = 1, ref_t=REFERENCE_TIMESTEP):
+        """The embedded reference(s) for a target batch of `batch` rows (each ref_x may have 1 row or
+        `batch`): an EmbeddedReference, or a list of them when given lists."""
         if self.expert is None:
             raise InputError("a reference was given but this model has no expert: load it with from_checkpoint "
                              "or from_files(wan, expert).")
-        ref_x, ref_context, ref_clip_fea = self._check_reference(batch, ref_x, ref_context, ref_clip_fea)
-        ref_t = _per_row("ref_t", ref_t, batch, ref_x.device)
-        return embed_reference(self.expert, ref_x, ref_t, self._pad(ref_context), ref_clip_fea, self.dtype)
+        several = isinstance(ref_x, (list, tuple))
+        if not several:
+            inputs = [(ref_x, ref_context, ref_clip_fea)]
+        elif all(isinstance(v, (list, tuple)) and len(v) == len(ref_x) for v in (ref_context, ref_clip_fea)):
+            inputs = list(zip(ref_x, ref_context, ref_clip_fea))
+        else:
+            raise InputError("several references need ref_x, ref_context and ref_clip_fea as lists of the same length.")
+        embedded = []
+        for one_x, one_context, one_clip in inputs:
+            one_x, one_context, one_clip = self._check_reference(batch, one_x, one_context, one_clip)
+            embedded.append(embed_reference(self.expert, one_x, self._pad(one_context), one_clip, self.dtype,
+                                            _per_row("ref_t", ref_t, batch, one_x.device)))
+        return embedded if several else embedded[0]
 
     def _pad(self, context):
         n = self.cfg.text_len - context.shape[1]
@@ -127,15 +144,6 @@ class VAPTransformer(nn.Module):
         _check_tokens("ref_context", ref_context, b, cfg.text_dim, cfg.text_len)
         _check_tokens("ref_clip_fea", ref_clip_fea, b, cfg.image_dim)
         return ref_x, ref_context, ref_clip_fea
-
-    def _check_embedded(self, reference: ReferenceStream, b: int, grid: tuple):
-        if reference.tokens.shape[0] != b:
-            raise InputError(f"the reference was embedded for {reference.tokens.shape[0]} rows; x has {b}.")
-        if reference.grid[1:] != grid[1:]:
-            p = self.cfg.patch_size
-            raise InputError(f"the reference's latent size {tuple(g * s for g, s in zip(reference.grid[1:], p[1:]))} "
-                             f"differs from the target's {tuple(g * s for g, s in zip(grid[1:], p[1:]))}; resize the "
-                             "reference video to the target's width and height.")
 
 
 def _per_row(name, t, b, device):

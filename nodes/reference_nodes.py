@@ -14,7 +14,7 @@ from comfy_api.latest import io
 
 from ..vap_core.errors import InputError
 from ..vap_core.frames import FITS, MODES, fit_frames
-from .binding import REFERENCE, Reference, ReferenceCond
+from .reference_cond import EncodedReference, add_reference
 from ..vap_core.video import SUFFIXES, read_frames
 from .choices import CATEGORY, check_choice
 
@@ -168,12 +168,5 @@ def _caption(conditioning, name: str) -> torch.Tensor:
 
 
 def with_reference(conditioning, ref_x, caption, clip_tokens):
-    """CONDITIONING rows that also carry the reference (in model_conds: ComfyUI hands it per row to
-    WanModel's forward, where binding.VAPRunner takes it)."""
-    reference = Reference(ref_x, caption, clip_tokens)
-    out = []
-    for tokens, options in conditioning:
-        options = options.copy()
-        options["model_conds"] = {**options.get("model_conds", {}), REFERENCE: ReferenceCond(reference)}
-        out.append([tokens, options])
-    return out
+    """CONDITIONING rows that also carry this reference, after any they carry already (see reference_cond.py)."""
+    return add_reference(conditioning, EncodedReference(ref_x, caption, clip_tokens))

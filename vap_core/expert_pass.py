@@ -1,0 +1,92 @@
+"""One model call with references: the part of VAP that both hosts (the standalone model and the
+ComfyUI binding) share. The host runs its backbone as usual and hands each expert layer to the pass.
+
+Temporal placement of the references (RoPE frame positions; the target sits at 0..F-1):
+- sequential: the last reference just before the target, at -F_N..-1, the one before it before
+  that, and so on: no two references share a temporal position;
+- shared: every reference at -F_i..-1.
+With one reference both are the paper's. `rope_delta` moves the reference nearest the target
+(sequential) or every reference (shared) to start at -rope_delta instead.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from .errors import InputError
+from .joint_layer import Stream, joint_layer, missing_block_attributes
+
+PLACEMENTS = ("sequential", "shared")
+VAE_STRIDE = 8  # pixels per latent pixel (Wan 2.1's VAE), for messages in pixels
+
+
+def reference_starts(frames: list[int], placement: str = "sequential", rope_delta: int | None = None) -> list[int]:
+    """The first temporal RoPE position of each reference, given their latent frame counts."""
+    if placement not in PLACEMENTS:
+        raise InputError(f"placement {placement!r} is not one of {', '.join(PLACEMENTS)}.")
+    if placement == "shared":
+        return [-(f if rope_delta is None else rope_delta) for f in frames]
+    start = -(frames[-1] if rope_delta is None else rope_delta)
+    starts = [start]
+    for f in reversed(frames[:-1]):
+        start -= f
+        starts.insert(0, start)
+    return starts
+
+
+class ExpertPass:
+    """Built per model call from the expert, the embedded references (each with the call's rows) and
+    the placement options. It checks the references against the target once, owns their tokens
+    between layers, and runs each expert layer in order: a layer skipped, repeated or run out of
+    order (another patch on the same blocks) is an error, never a silently shifted reference."""
+
+    def __init__(self, expert, references: list, target_grid: tuple, batch: int,
+                 rope_freqs: Callable, host, placement: str = "sequential", rope_delta: int | None = None):
+        """references: EmbeddedReference list; rope_freqs(grid, t_start): the host's RoPE table."""
+        if not references:
+            raise InputError("an expert pass needs at least one reference.")
+        self._check(references, target_grid, batch, expert.cfg.patch_size)
+        self.expert, self.host = expert, host
+        starts = reference_starts([r.grid[0] for r in references], placement, rope_delta)
+        self.references = [Stream(r.tokens, r.e, rope_freqs(r.grid, start), r.context, r.context_img_len)
+                           for r, start in zip(references, starts)]
+        self._next = 0
+
+    @staticmethod
+    def _check(references, target_grid, batch, patch_size):
+        def pixels(grid):
+            return f"{grid[2] * patch_size[2] * VAE_STRIDE}x{grid[1] * patch_size[1] * VAE_STRIDE}"
+        for n, r in enumerate(references, 1):
+            which = "the reference" if len(references) == 1 else f"reference {n}"
+            if r.tokens.shape[0] != batch:
+                raise InputError(f"{which} was embedded for {r.tokens.shape[0]} rows; the target has {batch}.")
+            if tuple(r.grid[1:]) != tuple(target_grid[1:]):
+                raise InputError(
+                    f"{which} was encoded at {pixels(r.grid)} pixels but the video is {pixels(target_grid)}: encode "
+                    "it at the video's width and height (in ComfyUI: feed VAP Encode Reference the positive/negative "
+                    "of the WanImageToVideo whose latent the sampler uses).")
+
+    def layer(self, index: int, block, target: Stream):
+        """Run backbone layer `index` (the host's block) jointly with its expert block; the target's new tokens."""
+        layers = self.expert.layers
+        expected = layers[self._next] if self._next < len(layers) else None
+        if index != expected:
+            raise InputError(
+                f"VAP expert layer {index} ran when layer {expected} was due (expert layers {list(layers)}): another "
+                "patch skips, repeats or reorders the model's blocks, which would put the reference out of step. "
+                "Skip Layer Guidance and the like work on the other layers: choose layers without an expert block.")
+        if self._next == 0 and missing_block_attributes(block):
+            raise InputError(f"this host's transformer block lacks {', '.join(missing_block_attributes(block))}, "
+                             "which the VAP joint layer reads: the pack does not support this version of the model.")
+        self._next += 1
+        tokens, refs = joint_layer(block, self.expert.blocks[str(index)], target, self.references, self.host)
+        for stream, new in zip(self.references, refs):
+            stream.tokens = new
+        return tokens
+
+    def finish(self):
+        """After the model call: every expert layer must have run."""
+        if self._next != len(self.expert.layers):
+            missing = list(self.expert.layers[self._next:])
+            raise InputError(f"VAP expert layers {missing} never ran: another patch skips the model's blocks, so the "
+                             "reference was left out. Choose layers without an expert block for it (expert layers: "
+                             f"{list(self.expert.layers)}).")
