@@ -57,6 +57,11 @@ def test_golden_equality_inside_comfyui(comfy):
     for name in ("zero", "window_closed", "window_later"):  # bit for bit the stock CFGGuider, no third call
         assert result["guider"][name]["equal_to_cfg_guider"], (name, result["guider"][name])
         assert result["guider"][name]["rows"] == result["guider"][name]["cfg_guider_rows"] == [2]
+    # two chained references: the ComfyUI binding computes what vap_core's standalone model does
+    for placement, errors in result["two_references"].items():
+        assert max(errors) <= 1e-4, (placement, errors)
+    assert result["second_reference_effect"] > 100 * 1e-4
+    assert result["block_attributes_missing"] == []  # ComfyUI's WanAttentionBlock has what the joint layer reads
 
 
 def test_pack_loads_and_every_node_is_listed(server):

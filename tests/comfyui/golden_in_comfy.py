@@ -22,13 +22,18 @@ import comfy.latent_formats  # noqa: E402
 import comfy.samplers  # noqa: E402
 from helpers import Case  # noqa: E402
 from tiny_models import EXPERT, UNET  # noqa: E402
+import folder_paths  # noqa: E402
+from vap_core import VAPTransformer  # noqa: E402
+from vap_core.expert_pass import PLACEMENTS  # noqa: E402
+from vap_core.joint_layer import missing_block_attributes  # noqa: E402
 
 NODE = nodes.NODE_CLASS_MAPPINGS
 REFERENCE = sys.modules[NODE["VAPEncodeReference"].__module__]
 
 
-def conditioning(case_in, row):
-    """A CONDITIONING row as CLIPTextEncode + WanImageToVideo + VAPEncodeReference would leave it."""
+def conditioning(case_in, row, more_references=()):
+    """A CONDITIONING row as CLIPTextEncode + WanImageToVideo + VAPEncodeReference would leave it;
+    more_references: (ref_x, ref_context, ref_clip_fea) of further chained VAPEncodeReference nodes."""
     pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, 512 - t.shape[1]))  # noqa: E731  umT5's zero padding
     x = case_in["x"]
     clip = comfy.clip_vision.Output()
@@ -38,11 +43,14 @@ def conditioning(case_in, row):
     options = {"concat_latent_image": comfy.latent_formats.Wan21().process_out(x[:, 20:]), "concat_mask": mask,
                "clip_vision_output": clip}
     cond = [[pad(case_in["context"][row:row + 1]), options]]
-    return REFERENCE.with_reference(cond, case_in["ref_x"][:1], pad(case_in["ref_context"][row:row + 1]),
-                                     case_in["ref_clip_fea"][row:row + 1])
+    cond = REFERENCE.with_reference(cond, case_in["ref_x"][:1], pad(case_in["ref_context"][row:row + 1]),
+                                    case_in["ref_clip_fea"][row:row + 1])
+    for ref_x, ref_context, ref_clip_fea in more_references:
+        cond = REFERENCE.with_reference(cond, ref_x, pad(ref_context[row:row + 1]), ref_clip_fea)
+    return cond
 
 
-def evaluate(model, case_in, batched: bool, calls: int = 1):
+def evaluate(model, case_in, batched: bool, calls: int = 1, more_references=()):
     x16, sigma = case_in["x"][:, :16], float(case_in["t"][0]) / 1000.0
     captured = {}
 
@@ -63,7 +71,7 @@ def evaluate(model, case_in, batched: bool, calls: int = 1):
         return out
 
     guider = comfy.samplers.CFGGuider(m)
-    guider.set_conds(conditioning(case_in, 0), conditioning(case_in, 1))
+    guider.set_conds(conditioning(case_in, 0, more_references), conditioning(case_in, 1, more_references))
     guider.set_cfg(5.0)
     zeros = torch.zeros_like(x16)
     guider.sample(zeros, zeros, comfy.samplers.KSAMPLER(one_call), torch.tensor([sigma, 0.0]), seed=0)
@@ -127,4 +135,24 @@ with torch.no_grad():
         out, rows = evaluate_guider(vap, case_in, 0.0 if name == "zero" else 3.0, negative_row=1, **kwargs)
         result["guider"][name] = {"equal_to_cfg_guider": bool(torch.equal(out, stock)), "rows": rows,
                                   "cfg_guider_rows": stock_rows}
+
+    # two references, as two chained VAPEncodeReference nodes leave them, against vap_core's standalone
+    # model (the paper's released checkpoint) with the same two references
+    g = torch.Generator().manual_seed(3)
+    ref_x = case_in["ref_x"][:1]
+    second = (torch.randn(1, ref_x.shape[1], 2, *ref_x.shape[3:], generator=g),
+              torch.randn(2, 7, case_in["ref_context"].shape[2], generator=g),
+              torch.randn(1, *case_in["ref_clip_fea"].shape[1:], generator=g))
+    standalone = VAPTransformer.from_checkpoint(folder_paths.get_full_path("vap", EXPERT))
+    result["two_references"] = {}
+    for placement in PLACEMENTS:
+        model = NODE["VAPApplyExpert"].execute(plain, expert, -1, 0.0, 1.0, placement).result[0]
+        rows = evaluate(model, case_in, batched=True, more_references=[second])
+        expected = standalone(
+            case_in["x"], case_in["t"], case_in["context"], case_in["clip_fea"], placement=placement,
+            ref_x=[ref_x, second[0]], ref_context=[case_in["ref_context"], second[1]],
+            ref_clip_fea=[case_in["ref_clip_fea"], second[2]])
+        result["two_references"][placement] = [float((out - expected[i]).abs().max()) for i, out in enumerate(rows)]
+    result["second_reference_effect"] = float((expected - want).abs().max())
+    result["block_attributes_missing"] = missing_block_attributes(plain.model.diffusion_model.blocks[0])
     print(json.dumps(result))
