@@ -9,10 +9,10 @@ import comfy.model_patcher
 import comfy.ops
 import comfy.utils
 
+from ..vap_core.checkpoint import DTYPES
 from ..vap_core.expert import load_expert
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp8_e4m3fn": torch.float8_e4m3fn}
-DTYPE_CHOICES = ["default", *DTYPES]
+DTYPE_CHOICES = ["default", "bf16", "fp16", "fp8_e4m3fn"]
 
 
 def expert_dtype(choice: str) -> torch.dtype:
@@ -22,11 +22,11 @@ def expert_dtype(choice: str) -> torch.dtype:
     return DTYPES[choice]
 
 
-def load_expert_patcher(path: str, dtype_choice: str) -> comfy.model_patcher.ModelPatcher:
-    """Read the expert's tensors only (from the pack's file or a released checkpoint) into a
-    ModelPatcher. Weights are cast to the compute dtype layer by layer when used (manual_cast)."""
+def load_expert_patcher(source, dtype_choice: str) -> comfy.model_patcher.ModelPatcher:
+    """Read the expert's tensors only (from the pack's file or a released checkpoint: a path, or a
+    vap_core Released already read) into a ModelPatcher. Weights are cast to the compute dtype layer by layer when used (manual_cast)."""
     bar = comfy.utils.ProgressBar(1)
-    expert, meta = load_expert(path, expert_dtype(dtype_choice), ops=comfy.ops.manual_cast,
+    expert, meta = load_expert(source, expert_dtype(dtype_choice), ops=comfy.ops.manual_cast,
                                progress=lambda done, total: bar.update_absolute(done, total))
     expert.vap_metadata = meta
     return comfy.model_patcher.ModelPatcher(

@@ -1,11 +1,10 @@
 """VAPExpertLoader and VAPCheckpointLoader."""
 from __future__ import annotations
 
-import torch
-
 import comfy.sd
 from comfy_api.latest import io
 
+from ..vap_core.checkpoint import DTYPES
 from ..vap_core.released import read_released
 from . import folders
 from .choices import CATEGORY, check_choice
@@ -14,9 +13,9 @@ from .expert_patcher import DTYPE_CHOICES, load_expert_patcher
 ExpertSocket = io.Custom("VAP_EXPERT")  # the socket type of an expert patcher
 
 # the weight dtype choices of ComfyUI's own UNETLoader
-WEIGHT_DTYPES = {"default": {}, "fp8_e4m3fn": {"dtype": torch.float8_e4m3fn},
-                 "fp8_e4m3fn_fast": {"dtype": torch.float8_e4m3fn, "fp8_optimizations": True},
-                 "fp8_e5m2": {"dtype": torch.float8_e5m2}}
+WEIGHT_DTYPES = {"default": {}, "fp8_e4m3fn": {"dtype": DTYPES["fp8_e4m3fn"]},
+                 "fp8_e4m3fn_fast": {"dtype": DTYPES["fp8_e4m3fn"], "fp8_optimizations": True},
+                 "fp8_e5m2": {"dtype": DTYPES["fp8_e5m2"]}}
 
 
 class VAPExpertLoader(io.ComfyNode):
@@ -83,7 +82,7 @@ class VAPCheckpointLoader(io.ComfyNode):
         check_choice("expert_dtype", expert_dtype, DTYPE_CHOICES)
         path = folders.full_path(checkpoint)
         rel = read_released(path)
-        expert = load_expert_patcher(path, expert_dtype)
+        expert = load_expert_patcher(rel, expert_dtype)  # the same index, read once
         # memory-mapped tensors renamed to ComfyUI's Wan layout: ComfyUI copies each into its model once
         model = comfy.sd.load_diffusion_model_state_dict(rel.backbone_tensors(), model_options=WEIGHT_DTYPES[weight_dtype])
         if model is None:

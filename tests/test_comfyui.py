@@ -221,6 +221,22 @@ def test_reference_guidance_workflow_runs_and_at_zero_is_the_papers_sampling(ser
     assert (guided - paper).abs().max() > 1e-4 and (stronger - guided).abs().max() > 1e-4
 
 
+TWO_REFERENCES = harness.API_WORKFLOW.with_name("vap_wan21_i2v_480p_two_references.json")
+
+
+def test_two_references_workflow_runs_and_both_references_count(server, comfy):
+    base = comfy[2]
+
+    def two(placement="sequential"):
+        graph = harness.tiny_workflow(steps=2, workflow=TWO_REFERENCES, changes={("VAPApplyExpert", "placement"): placement})
+        graph["21"]["inputs"]["selection"] = "first"  # the second reference: other frames of the clip
+        return run_latent(server, base, graph)
+    one = run_latent(server, base, harness.tiny_workflow(steps=2))
+    sequential, shared = two(), two("shared")
+    assert (sequential - one).abs().max() > 1e-4  # the second reference takes part
+    assert (sequential - shared).abs().max() > 1e-4  # and where it sits in time matters
+
+
 def test_a_reversed_expert_window_warns(server):
     history = server.run(harness.tiny_workflow(steps=1, changes={
         ("VAPApplyExpert", "start_percent"): 0.6, ("VAPApplyExpert", "end_percent"): 0.4}))

@@ -54,3 +54,19 @@ def test_a_wan_model_is_not_an_expert(tmp_path):
     save_file({k: v.contiguous() for k, v in Case("case_comfy").group("comfy_backbone").items()}, str(path))
     with pytest.raises(NotACheckpointError, match="not a VAP expert.*Load Diffusion Model"):
         load_expert(path)
+
+
+def test_every_source_opens_each_file_once(comfy_released, tmp_path, monkeypatch):
+    import vap_core.checkpoint as checkpoint
+    _, folder = comfy_released
+    export_expert(folder, tmp_path / "expert.safetensors", "bf16")
+    single = write_released(tmp_path / "single", Case("case_comfy").group("official"), Case("case_comfy").config)
+    index = folder / "transformer" / "diffusion_pytorch_model.safetensors.index.json"
+    opened = []
+    original = checkpoint.open_safetensors
+    monkeypatch.setattr(checkpoint, "open_safetensors", lambda path: opened.append(str(path)) or original(path))
+    for source, files in ((tmp_path / "expert.safetensors", 1), (next((single / "transformer").glob("*.safetensors")), 1),
+                          (index, 2), (read_released(index), 0)):  # a Released already has its files open
+        opened.clear()
+        load_expert(source)
+        assert len(opened) == len(set(opened)) == files, (source, opened)

@@ -13,14 +13,15 @@ from helpers import write_random_released, write_released
 from vap_core import VAPTransformer, load_expert_file
 from vap_core.export import export_expert
 from vap_core.fingerprint import fingerprint_matches
-from vap_core.keys import convert_released_name, is_expert_name
+from vap_core.keys import convert_released_name
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def expert_tensors_of(case):
     """The case's expert tensors, renamed to the Wan layout the export writes."""
-    return {convert_released_name(k)[1]: v for k, v in case.group("official").items() if is_expert_name(k)}
+    converted = {k: convert_released_name(k) for k in case.group("official")}
+    return {c[1]: v for k, v in case.group("official").items() if (c := converted[k]) and c[0] == "expert"}
 
 
 def read_all(path):

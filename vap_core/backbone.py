@@ -5,6 +5,7 @@ import math
 import re
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from .checkpoint import TensorSource, load_strict
@@ -29,8 +30,7 @@ class WanI2V(StreamEmbedders):
         x = self.head.head((norm32(x, self.cfg.eps) * (1 + scale) + shift).to(x.dtype))
         pt, ph, pw = self.cfg.patch_size
         f, h, w = grid
-        x = x.view(x.shape[0], f, h, w, pt, ph, pw, -1).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return x.reshape(x.shape[0], x.shape[1], f * pt, h * ph, w * pw)
+        return rearrange(x, "b (f h w) (pt ph pw c) -> b c (f pt) (h ph) (w pw)", f=f, h=h, w=w, pt=pt, ph=ph, pw=pw)
 
 
 def wan_config_from_tensors(tensors: TensorSource, prefix: str, num_heads: int | None, where: str) -> WanConfig:

@@ -13,9 +13,13 @@ from .errors import (CheckpointMismatchError, CorruptCheckpointError, MissingSha
 
 PICKLE_SUFFIXES = {".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"}
 
-DTYPES = {"BF16": torch.bfloat16, "F16": torch.float16, "F32": torch.float32,
-          "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "F64": torch.float64}
-DTYPE_NAMES = {v: k for k, v in DTYPES.items()}
+# every dtype the pack knows: its name in the nodes and the export command, safetensors' code for it
+_DTYPE_TABLE = ((torch.bfloat16, "bf16", "BF16"), (torch.float16, "fp16", "F16"), (torch.float32, "fp32", "F32"),
+                (torch.float64, "fp64", "F64"), (torch.float8_e4m3fn, "fp8_e4m3fn", "F8_E4M3"),
+                (torch.float8_e5m2, "fp8_e5m2", "F8_E5M2"))
+DTYPES = {name: dtype for dtype, name, _ in _DTYPE_TABLE}
+SAFETENSORS_DTYPES = {code: dtype for dtype, _, code in _DTYPE_TABLE}
+SAFETENSORS_CODES = {dtype: code for dtype, _, code in _DTYPE_TABLE}
 
 
 def refuse_pickle(path: Path):
@@ -104,7 +108,7 @@ class TensorSource:
         return tuple(self._where[name].get_slice(name).get_shape())
 
     def dtype(self, name) -> torch.dtype:
-        return DTYPES[self._where[name].get_slice(name).get_dtype()]
+        return SAFETENSORS_DTYPES[self._where[name].get_slice(name).get_dtype()]
 
     def nbytes(self, name) -> int:
         return torch.Size(self.shape(name)).numel() * self.dtype(name).itemsize
@@ -135,11 +139,11 @@ class TensorSource:
         return buf.view(self.dtype(name)).reshape(self.shape(name))
 
 
-def locate_released(path) -> tuple[Path, dict, TensorSource]:
+def locate_released(path, opened: TensorSource | None = None) -> tuple[Path, dict, TensorSource]:
     """The config's path, the config and the tensors of a released VAP checkpoint (diffusers layout).
 
     `path` may be the weights file (single file or index json), the `transformer/` folder, or the
-    folder above it.
+    folder above it. `opened`: that single file, already opened (so it is not opened twice).
     """
     path = Path(path)
     if not path.exists():
@@ -177,7 +181,7 @@ def locate_released(path) -> tuple[Path, dict, TensorSource]:
         return config_path, config, TensorSource(_shards(weights))
     if weights.suffix != ".safetensors":
         raise NotACheckpointError(f"{weights} is neither a .safetensors file nor an index json.")
-    return config_path, config, TensorSource([weights])
+    return config_path, config, opened if opened is not None else TensorSource([weights])
 
 
 def _refuse_pickle_folder(folder: Path):

@@ -5,16 +5,20 @@ It has no output head: only the backbone's output is used.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
-from .checkpoint import TensorSource, load_strict
+from .checkpoint import DTYPES, TensorSource, load_strict
 from .config import WanConfig
 from .errors import IncompatibleExpertError, NotACheckpointError
 from .layers import StreamEmbedders, WanBlock
-from .released import read_released
+from .released import Released, read_released
+
+DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
 FORMAT = "vap-expert/1"
 
@@ -47,48 +51,73 @@ def expert_metadata(cfg: WanConfig, layers, source: str, fingerprint: str, dtype
             "source": source, "backbone_fingerprint": fingerprint, "dtype": dtype_name}
 
 
-def read_expert_file(path) -> tuple[WanConfig, tuple, dict, TensorSource]:
-    """Config, layer indices, metadata and tensors of the pack's expert-only file."""
-    tensors = TensorSource([path])
+@dataclass
+class ExpertSource:
+    """Where an expert's tensors are, with its sizes and layers; no tensor data read yet."""
+    cfg: WanConfig
+    layers: tuple
+    tensors: TensorSource
+    names: dict  # module parameter name -> tensor name in the file(s)
+    where: str
+    metadata: Callable  # (dtype name) -> the metadata of an expert file stored in that dtype
+
+    def empty(self, ops=nn) -> VAPExpert:
+        """The expert's modules on the meta device (nothing allocated), checked against its own config."""
+        expert = VAPExpert(self.cfg, self.layers, ops, device="meta")
+        expert.check_fits(self.cfg, self.where)
+        return expert
+
+    def load(self, dtype=torch.float32, ops=nn, progress=None) -> VAPExpert:
+        return load_strict(self.empty(ops), self.tensors, self.names, self.where, dtype, progress)
+
+
+def expert_source(src) -> ExpertSource:
+    """The pack's expert file, or the expert of a released checkpoint (a Released, a file of its
+    transformer/ folder, its index json, or the folder). Each file is opened once."""
+    if isinstance(src, Released):
+        return _released_source(src)
+    path = Path(src)
+    opened = None
+    if path.is_file() and path.suffix == ".safetensors":
+        opened = TensorSource([path])
+        if opened.metadata.get("format") == FORMAT:
+            return _file_source(path, opened)
+        if not any("_mot_ref" in n for n in opened.names()):
+            raise NotACheckpointError(f"{path} is not a VAP expert: it has neither the pack's expert metadata nor "
+                                      f"any *_mot_ref tensor{_looks_like(opened.names())}.")
+    return _released_source(read_released(path, opened))
+
+
+def _file_source(path, tensors: TensorSource) -> ExpertSource:
     meta = tensors.metadata
-    if meta.get("format") != FORMAT:
+    return ExpertSource(WanConfig.from_json(meta["config"]), tuple(json.loads(meta["layers"])), tensors,
+                        {n: n for n in tensors.names()}, str(path), lambda dtype_name: meta)
+
+
+def _released_source(rel: Released) -> ExpertSource:
+    def metadata(dtype_name):
+        return expert_metadata(rel.cfg, rel.layers, Path(rel.src).resolve().name, rel.fingerprint(), dtype_name)
+    return ExpertSource(rel.cfg, rel.layers, rel.tensors, rel.expert,
+                        f"{rel.src} (expert; block_idx_with_mot_ref={list(rel.layers)})", metadata)
+
+
+def load_expert(src, dtype=torch.float32, ops=nn, progress=None) -> tuple[VAPExpert, dict]:
+    """Load an expert from any source expert_source takes. Returns (expert, metadata)."""
+    source = expert_source(src)
+    return source.load(dtype, ops, progress), source.metadata(DTYPE_NAMES[dtype])
+
+
+def load_expert_file(path, dtype=torch.float32, ops=nn, progress=None) -> tuple[VAPExpert, dict]:
+    """The pack's expert-only file (not a released checkpoint). Returns (expert, metadata)."""
+    tensors = TensorSource([path])
+    if tensors.metadata.get("format") != FORMAT:
         hint = (" It looks like a released checkpoint file: load its folder with from_checkpoint, or "
                 "export the expert with `python -m vap_core.export`."
                 if any("_mot_ref" in n for n in tensors.names()) else
                 " Export one from the released checkpoint with `python -m vap_core.export SRC DST`.")
         raise NotACheckpointError(f"{path} is not a VAP expert file (no '{FORMAT}' metadata).{hint}")
-    return WanConfig.from_json(meta["config"]), tuple(json.loads(meta["layers"])), meta, tensors
-
-
-def load_expert_file(path, dtype=torch.float32, ops=nn, progress=None) -> tuple[VAPExpert, dict]:
-    cfg, layers, meta, tensors = read_expert_file(path)
-    expert = VAPExpert(cfg, layers, ops, device="meta")
-    load_strict(expert, tensors, {n: n for n in tensors.names()}, str(Path(path)), dtype, progress)
-    return expert, meta
-
-
-def load_expert(path, dtype=torch.float32, ops=nn, progress=None) -> tuple[VAPExpert, dict]:
-    """The pack's expert file, or the expert of a released checkpoint (a file of its transformer/
-    folder, its index json, or the folder). Only expert tensors are read. Returns (expert, metadata)."""
-    path = Path(path)
-    if path.is_file() and path.suffix == ".safetensors":
-        names, meta = _peek(path)
-        if meta.get("format") == FORMAT:
-            return load_expert_file(path, dtype, ops, progress)
-        if not any("_mot_ref" in n for n in names):
-            raise NotACheckpointError(f"{path} is not a VAP expert: it has neither the pack's expert metadata nor "
-                                      f"any *_mot_ref tensor{_looks_like(names)}.")
-    rel = read_released(path)
-    expert = VAPExpert(rel.cfg, rel.layers, ops, device="meta")
-    expert.check_fits(rel.cfg, f"{path} (block_idx_with_mot_ref={list(rel.layers)})")
-    load_strict(expert, rel.tensors, rel.expert, f"{path} (expert)", dtype, progress)
-    return expert, expert_metadata(rel.cfg, rel.layers, Path(rel.src).resolve().name, rel.fingerprint(),
-                                   str(dtype).removeprefix("torch."))
-
-
-def _peek(path: Path) -> tuple[list, dict]:
-    tensors = TensorSource([path])
-    return tensors.names(), tensors.metadata
+    source = _file_source(path, tensors)
+    return source.load(dtype, ops, progress), tensors.metadata
 
 
 def _looks_like(names) -> str:

@@ -11,32 +11,29 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from .checkpoint import TensorSource, check_tensors, convert_dtype, module_shapes, refuse_pickle, storage_dtype
+from .checkpoint import (DTYPES, TensorSource, check_tensors, convert_dtype, module_shapes, refuse_pickle,
+                         storage_dtype)
 from .errors import MissingShardError, NotACheckpointError, VAPError
-from .expert import FORMAT, VAPExpert, expert_metadata
+from .expert import FORMAT, expert_source
 from .released import read_released
 from .safetensors_writer import write_streaming
 
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "fp8_e4m3fn": torch.float8_e4m3fn}
+EXPORT_DTYPES = ("bf16", "fp16", "fp32", "fp8_e4m3fn")
 
 
 def export_expert(src, dst, dtype: str = "bf16", progress=None) -> dict:
     """Write the expert of the released checkpoint `src` to `dst`. Returns the file's metadata."""
     check_destination(Path(dst))
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(DTYPES)}")
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not one of {', '.join(EXPORT_DTYPES)}")
     refuse_expert_file(Path(src))
-    rel = read_released(src)
-    expert = VAPExpert(rel.cfg, rel.layers, device="meta")  # shapes only; nothing is allocated
-    expert.check_fits(rel.cfg, f"{src} (block_idx_with_mot_ref={list(rel.layers)})")
-    tensors, names = rel.tensors, rel.expert
-    check_tensors(module_shapes(expert), {w: tensors.shape(n) for w, n in names.items()}, f"{src} (expert)")
+    source = expert_source(read_released(src))
+    tensors, names = source.tensors, source.names
+    check_tensors(module_shapes(source.empty()), {w: tensors.shape(n) for w, n in names.items()}, f"{src} (expert)")
 
     out_dtype = {w: storage_dtype(w, tensors.shape(n), DTYPES[dtype]) for w, n in names.items()}
     specs = [(w, out_dtype[w], tensors.shape(names[w])) for w in sorted(names)]
-    meta = expert_metadata(rel.cfg, rel.layers, Path(src).resolve().name, rel.fingerprint(), dtype)
+    meta = source.metadata(dtype)
     total, done = sum(tensors.nbytes(n) for n in names.values()), 0
 
     def produce(wan_name):
@@ -90,7 +87,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vap_core.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="released checkpoint: its folder, its transformer/ folder, or its weights file")
     parser.add_argument("dst", help="expert file to write (.safetensors), e.g. ComfyUI/models/vap/vap_expert_bf16.safetensors")
-    parser.add_argument("--dtype", choices=list(DTYPES), default="bf16",
+    parser.add_argument("--dtype", choices=EXPORT_DTYPES, default="bf16",
                         help="storage dtype; fp8_e4m3fn stores weight matrices as plain float8 (default: bf16)")
     args = parser.parse_args(argv)
     try:

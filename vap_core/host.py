@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch.nn.functional as F
+from einops import rearrange
 
 from .joint_layer import i2v_cross_attention
 from .rope import apply_rope
@@ -20,9 +21,8 @@ class Host:
 
 
 def sdpa_attention(q, k, v, heads):
-    b, lq, c = q.shape
-    q, k, v = (t.view(b, t.shape[1], heads, -1).transpose(1, 2) for t in (q, k, v))
-    return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, lq, c)
+    q, k, v = (rearrange(t, "b l (h d) -> b h l d", h=heads) for t in (q, k, v))
+    return rearrange(F.scaled_dot_product_attention(q, k, v), "b h l d -> b l (h d)")
 
 
 def _torch_cast(param, dtype, device):

@@ -79,7 +79,3 @@ def convert_released_name(name: str) -> tuple[str, str] | None:
         raise KeyError(name)
     return ("expert" if is_expert else "backbone"), wan
 
-
-def is_expert_name(name: str) -> bool:
-    """Whether a released tensor belongs to the expert (the unused reference head does not)."""
-    return _unmark(name)[1] and not UNUSED_REFERENCE_HEAD.match(name)

@@ -67,7 +67,6 @@ class Head(nn.Module):
     def __init__(self, cfg: WanConfig, ops=nn, device=None, dtype=None):
         super().__init__()
         kw = {"device": device, "dtype": dtype}
-        self.eps = cfg.eps
         self.head = ops.Linear(cfg.dim, cfg.out_dim * math.prod(cfg.patch_size), **kw)
         self.modulation = nn.Parameter(torch.empty(1, 2, cfg.dim, **kw))
 

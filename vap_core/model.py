@@ -9,7 +9,7 @@ from .backbone import WanI2V, load_wan_file
 from .checkpoint import load_strict
 from .config import WanConfig
 from .errors import InputError
-from .expert import VAPExpert, load_expert_file
+from .expert import VAPExpert, expert_source, load_expert_file
 from .host import TORCH_HOST
 from .embedding import REFERENCE_TIMESTEP, embed_reference, embed_stream
 from .expert_pass import ExpertPass
@@ -39,10 +39,10 @@ class VAPTransformer(nn.Module):
     def from_checkpoint(cls, path, dtype=torch.float32) -> "VAPTransformer":
         """Load the released checkpoint (diffusers layout: transformer/config.json + safetensors)."""
         rel = read_released(path)
-        expert = VAPExpert(rel.cfg, rel.layers, device="meta")
-        expert.check_fits(rel.cfg, f"{path} (block_idx_with_mot_ref={list(rel.layers)})")  # before any tensor is read
+        source = expert_source(rel)
+        source.empty()  # checks the expert's layers before any tensor is read
         backbone = load_strict(WanI2V(rel.cfg, device="meta"), rel.tensors, rel.backbone, f"{path} (backbone)", dtype)
-        load_strict(expert, rel.tensors, rel.expert, f"{path} (expert)", dtype)
+        expert = source.load(dtype)
         return cls(backbone, expert)
 
     @classmethod

@@ -33,9 +33,10 @@ class Released:
         return {w: self.tensors.get(n) for w, n in self.backbone.items()}
 
 
-def read_released(src) -> Released:
-    """Locate the checkpoint and sort its tensor names; reads no tensor data."""
-    config_path, config, tensors = locate_released(src)
+def read_released(src, opened: TensorSource | None = None) -> Released:
+    """Locate the checkpoint and sort its tensor names; reads no tensor data. `opened`: src, a single
+    weights file, already opened."""
+    config_path, config, tensors = locate_released(src, opened)
     cfg = WanConfig.from_diffusers(config, str(config_path))
     parts = {"backbone": {}, "expert": {}}
     for name in tensors.names():

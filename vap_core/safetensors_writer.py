@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import DTYPE_NAMES
+from .checkpoint import SAFETENSORS_CODES
 
 
 def write_streaming(path, specs, produce, metadata: dict[str, str]):
@@ -21,7 +21,7 @@ def write_streaming(path, specs, produce, metadata: dict[str, str]):
     header, offset = {}, 0
     for name, dtype, shape in specs:
         size = torch.Size(shape).numel() * dtype.itemsize
-        header[name] = {"dtype": DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
+        header[name] = {"dtype": SAFETENSORS_CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + size]}
         offset += size
     header["__metadata__"] = metadata
     blob = json.dumps(header, separators=(",", ":")).encode()

@@ -20,6 +20,8 @@ UI_WORKFLOWS = {
     harness.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p.json": harness.API_WORKFLOW,
     harness.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - reference guidance.json":
         harness.API_WORKFLOW.with_name("vap_wan21_i2v_480p_reference_guidance.json"),
+    harness.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - two references.json":
+        harness.API_WORKFLOW.with_name("vap_wan21_i2v_480p_two_references.json"),
 }
 
 
