@@ -229,7 +229,7 @@ def test_two_references_workflow_runs_and_both_references_count(server, comfy):
 
     def two(placement="sequential"):
         graph = harness.tiny_workflow(steps=2, workflow=TWO_REFERENCES, changes={("VAPApplyExpert", "placement"): placement})
-        graph["21"]["inputs"]["selection"] = "first"  # the second reference: other frames of the clip
+        graph["25"]["inputs"]["selection"] = "first"  # the second reference: other frames of the clip
         return run_latent(server, base, graph)
     one = run_latent(server, base, harness.tiny_workflow(steps=2))
     sequential, shared = two(), two("shared")

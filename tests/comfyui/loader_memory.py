@@ -47,7 +47,7 @@ import time  # noqa: E402
 gc.collect()
 reset_peak()
 before = peak_rss()
-start = time.perf_counter()
+began = time.perf_counter()
 with torch.no_grad():
     if MODE.startswith("expert:"):
         checkpoint = f"{NAME}/transformer/diffusion_pytorch_model.safetensors.index.json"
@@ -57,7 +57,7 @@ with torch.no_grad():
         model, expert = nodes.NODE_CLASS_MAPPINGS["VAPCheckpointLoader"].execute(checkpoint, "default", "default").result
     else:
         model, expert = nodes.UNETLoader().load_unet(f"{NAME}.safetensors", "default")[0], None
-seconds = time.perf_counter() - start
+seconds = time.perf_counter() - began
 peak = peak_rss() - before
 
 
