@@ -237,6 +237,22 @@ def test_two_references_workflow_runs_and_both_references_count(server, comfy):
     assert (sequential - shared).abs().max() > 1e-4  # and where it sits in time matters
 
 
+def test_a_patch_that_skips_an_expert_layer_fails_loudly_and_other_layers_are_fine(server):
+    """Skip Layer Guidance on a layer without an expert block runs; on one with it (layer 2 of the
+    tiny model's 0 and 2), the pass refuses to run the reference out of step."""
+    def with_slg(layers: str) -> dict:
+        graph = harness.tiny_workflow(steps=1)
+        ids = {n["class_type"]: k for k, n in graph.items()}
+        graph["950"] = {"class_type": "SkipLayerGuidanceDiT", "inputs": {
+            "model": graph[ids["KSampler"]]["inputs"]["model"], "double_layers": layers, "single_layers": "",
+            "scale": 3.0, "start_percent": 0.0, "end_percent": 1.0, "rescaling_scale": 0.0}}
+        graph[ids["KSampler"]]["inputs"]["model"] = ["950", 0]
+        return graph
+    assert harness.execution_error(server.run(with_slg("1"))) is None
+    error = harness.execution_error(server.run(with_slg("2")))
+    assert error is not None and "VAP expert layers [2] never ran" in error["exception_message"], error
+
+
 def test_a_reversed_expert_window_warns(server):
     history = server.run(harness.tiny_workflow(steps=1, changes={
         ("VAPApplyExpert", "start_percent"): 0.6, ("VAPApplyExpert", "end_percent"): 0.4}))
