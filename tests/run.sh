@@ -5,7 +5,7 @@
 #   bash tests/run.sh [pytest options]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import torch, pytest, av, safetensors" 2> /dev/null; then
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import torch, pytest, av, safetensors, aiohttp, tqdm" 2> /dev/null; then
   echo "making the test environment in .venv (CPU torch, requirements.txt, pytest) ..."
   python3 -m venv .venv
   # CPU torch, pinned: an unpinned torch (or torchvision) would pull gigabytes of CUDA wheels.

@@ -1,12 +1,17 @@
-"""The batch runner without a server: reading job lists, filling the workflow, resuming."""
+"""The batch runner without a server: reading job lists, filling the workflow, resuming, progress,
+headers and the checks of the command line."""
 from __future__ import annotations
 
+import asyncio
+import io
 import json
+from pathlib import Path
 
 import pytest
 
-from vap_batch.jobs import JobError, read_jobs
-from vap_batch.runner import Progress, finished_output, run_jobs
+from vap_batch.__main__ import HeaderError, main, request_headers
+from vap_batch.jobs import Job, JobError, read_jobs
+from vap_batch.runner import Progress, Result, finished_output, run_jobs
 from vap_batch.workflow import FIELDS, WorkflowError, fill, load_workflow
 
 HEADER = "reference,target,reference_caption,target_caption"
@@ -99,16 +104,20 @@ def test_finished_rows_are_skipped_and_partial_downloads_are_not_finished(tmp_pa
     assert finished_output(out, "done") == out / "done.mp4"
     assert finished_output(out, "cut") is None
     jobs = read_jobs(write(tmp_path / "jobs.csv", f"{HEADER},name\nr.mp4,t.png,x,y,done\n"))
-    results = run_jobs(jobs, client=None, workflow={}, out_dir=out, progress=Progress(1, stream=open("/dev/null", "w")))
+    results = asyncio.run(run_jobs(jobs, client=None, workflow={}, out_dir=out, progress=quiet(1)))
     assert [r.status for r in results] == ["skipped"]
     assert json.loads((out / "report.json").read_text())[0]["status"] == "skipped"
 
 
+def quiet(total: int) -> Progress:
+    return Progress(total, stream=open("/dev/null", "w"))
+
+
 class _DroppingSocket:
-    def receive(self):
+    async def receive(self, timeout=None):
         raise ConnectionError("stream dropped")
 
-    def close(self):
+    async def close(self):
         pass
 
 
@@ -119,27 +128,27 @@ class _Server:
     def __init__(self):
         self.queued_prompts, self.asked = 0, 0
 
-    def upload(self, path):
+    async def upload(self, path):
         return f"vap_batch/{path.name}"
 
-    def websocket(self):
+    async def websocket(self):
         return _DroppingSocket()
 
-    def queue(self, graph):
+    async def queue(self, graph):
         self.queued_prompts += 1
         return "p1"
 
-    def queued(self, prompt_id):
+    async def queued(self, prompt_id):
         return self.asked < 2  # running until its history is asked for the second time
 
-    def history(self, prompt_id):
+    async def history(self, prompt_id):
         self.asked += 1
         if self.asked < 2:
             return None
         return {"status": {"completed": True, "messages": []},
                 "outputs": {"19": {"images": [{"filename": "vap_00001.mp4", "subfolder": "", "type": "output"}]}}}
 
-    def download(self, item, dest):
+    async def download(self, item, dest):
         dest.write_bytes(b"video")
 
 
@@ -148,7 +157,7 @@ def test_a_dropped_progress_stream_waits_for_the_result_instead_of_queueing_agai
         (tmp_path / name).write_bytes(b"x")
     jobs = read_jobs(write(tmp_path / "jobs.csv", f"{HEADER},name\nr.mp4,t.png,x,y,one\n"))
     server = _Server()
-    results = run_jobs(jobs, server, load_workflow(), tmp_path / "out", progress=Progress(1, stream=open("/dev/null", "w")))
+    results = asyncio.run(run_jobs(jobs, server, load_workflow(), tmp_path / "out", progress=quiet(1)))
     assert [r.status for r in results] == ["ok"] and server.queued_prompts == 1
     assert (tmp_path / "out" / "one.mp4").read_bytes() == b"video"
 
@@ -165,6 +174,53 @@ def test_outputs_are_matched_by_their_exact_name(tmp_path):
     for name in ("r.mp4", "t.png"):
         (tmp_path / name).write_bytes(b"x")
     jobs = read_jobs(write(tmp_path / "jobs.csv", f"{HEADER},name\nr.mp4,t.png,x,y,x.2\nr.mp4,t.png,x,y,x\n"))
-    results = run_jobs(jobs, _Server(), load_workflow(), out, progress=Progress(2, stream=open("/dev/null", "w")))
+    results = asyncio.run(run_jobs(jobs, _Server(), load_workflow(), out, progress=quiet(2)))
     assert [(r.name, r.status) for r in results] == [("x.2", "skipped"), ("x", "ok")]
     assert (out / "x.mp4").read_bytes() == b"video" and (out / "x.2.mp4").read_bytes() == b"other"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_draws_bars_on_a_terminal_and_writes_plain_lines_elsewhere():
+    job = Job(1, "horse", Path("r.mp4"), Path("t.png"), "x", "y")
+    streams = {"log": io.StringIO(), "terminal": _Terminal()}
+    for stream in streams.values():
+        progress = Progress(2, stream=stream)
+        progress.start(job)
+        progress.step(job, 1, 4)
+        progress.step(job, 4, 4)
+        progress.note("a note")
+        progress.done(Result(1, "horse", "ok", 3.2, "out/horse.mp4"))
+        progress.close()
+    assert streams["log"].getvalue().splitlines() == ["running: row 1 horse", "a note", "     ok: row 1 horse 3 s [1/2]"]
+    drawn = streams["terminal"].getvalue()
+    assert "row 1 horse:  25%" in drawn and "| 1/4 [" in drawn and "| 4/4 [" in drawn  # the job's sampling steps
+    assert "jobs:   0%" in drawn and "jobs:  50%" in drawn and "| 1/2 [" in drawn  # the whole list
+    assert "\r     ok: row 1 horse 3 s [1/2]\n" in drawn and "a note\n" in drawn  # above the bars
+
+
+def test_headers_come_from_the_command_line_and_the_token_and_errors_never_show_a_value():
+    assert request_headers([], " tok ") == {"Authorization": "Bearer tok"}
+    assert request_headers(["X-Team: vap", "authorization: Basic abc"], "tok") == {"X-Team": "vap",
+                                                                                   "authorization": "Basic abc"}
+    for bad in ("Bearer secret-value", "X Y: secret-value", "X-Empty:"):
+        with pytest.raises(HeaderError) as err:
+            request_headers(["X-Id: 1", bad], None)
+        assert "--header number 2 is not 'Name: value'" in str(err.value) and "secret-value" not in str(err.value)
+
+
+def test_a_bad_header_or_ca_bundle_stops_the_run_before_anything_is_contacted(tmp_path, capsys):
+    jobs = write(tmp_path / "jobs.csv", f"{HEADER}\nr.mp4,t.png,x,y\n")
+    out = tmp_path / "out"
+    assert main([str(jobs), "--out", str(out), "--header", "Bearer secret-value"]) == 2
+    (tmp_path / "not.pem").write_text("not a certificate\n")
+    assert main([str(jobs), "--out", str(out), "--server", "https://127.0.0.1:9", "--ca-bundle", str(tmp_path / "not.pem")]) == 2
+    assert main([str(jobs), "--out", str(out), "--server", "127.0.0.1:8188"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "error: --header number 1 is not 'Name: value' (a name, a colon, then the value; the value is not shown here)."
+    assert err[1].startswith(f"error: cannot use --ca-bundle {tmp_path / 'not.pem'} (") and "PEM" in err[1]
+    assert err[2] == "error: --server 127.0.0.1:8188: give the server's address as http://HOST:PORT or https://HOST:PORT."
+    assert not out.exists()

@@ -1,140 +1,303 @@
-"""The batch runner against a stand-in for ComfyUI's HTTP API on a loopback port: a server restart
-that loses the job, output folders that cannot be written, a bad job list. (The real ComfyUI run is
-tests/test_comfyui.py::test_batch_runner_end_to_end_with_a_bad_row_and_a_resumed_run.)"""
+"""The batch runner against the real ComfyUI with the tiny models, served over https (ComfyUI's own
+--tls-certfile/--tls-keyfile, a throwaway self-signed certificate) and reached directly or through a
+reverse proxy in front of it (http and https) that wants a token: --ca-bundle and a certificate that
+does not verify, --header and VAP_BATCH_TOKEN and a server that refuses without them, a websocket
+dropped mid-job, prompts lost as in a server restart, output folders that cannot be written, a bad
+job list. The plain-http run against ComfyUI itself is
+tests/test_comfyui.py::test_batch_runner_end_to_end_with_a_bad_row_and_a_resumed_run."""
 from __future__ import annotations
 
-import base64
-import hashlib
+import asyncio
 import io
 import json
-import re
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import uuid
 from pathlib import Path
 
+import aiohttp
+import av
 import pytest
+from aiohttp import web
 
+import harness
 from vap_batch.__main__ import main
-from vap_batch.client import ComfyClient
+from vap_batch.client import ComfyClient, ServerError
 from vap_batch.jobs import read_jobs
 from vap_batch.runner import Progress, run_jobs
-from vap_batch.workflow import load_workflow
 
-HEADER = "name,reference,target,reference_caption,target_caption"
-VIDEO = b"the video's bytes"
-
-
-class FakeComfy(ThreadingHTTPServer):
-    """The routes vap_batch uses, answering as ComfyUI 0.3.64's server.py does. Its websocket closes
-    right after the handshake, as a restarting server's does. The first `lose` prompts then vanish
-    (in neither queue nor history, as after a restart); the others run for `runs_for` history polls,
-    then finish with a video."""
-
-    def __init__(self, lose=0, runs_for=2):
-        super().__init__(("127.0.0.1", 0), Handler)
-        self.lose, self.runs_for = lose, runs_for
-        self.prompts, self.running, self.history = [], {}, {}
-        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+HEADER = "name,reference,target,reference_caption,target_caption,seed"
+TOKEN = f"token-{uuid.uuid4().hex}"  # random, so that finding it anywhere means it leaked
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: FakeComfy
+class Proxy:
+    """A reverse proxy on loopback in front of the ComfyUI server, for HTTP and its websocket, as people
+    put in front of a rented GPU. It listens on https (the same throwaway certificate) and on http, and
+    answers 401 to any request (the websocket handshake too) without 'Authorization: Bearer TOKEN',
+    which it does not pass on. It can also drop the progress websocket after the first sampling step
+    (drop_websocket), and play a server that restarted right after taking a prompt (lose: the next so
+    many POST /prompt are answered here with an id the ComfyUI behind never saw, and the websockets
+    are closed)."""
 
-    def log_message(self, *args):
-        pass
+    def __init__(self, upstream: str, certificate: tuple[Path, Path]):
+        self.upstream, self.certificate = upstream, certificate
+        self.prompts = self.refused = self.websockets = self.lose = 0
+        self.drop_websocket, self.dropped, self.sockets = False, False, set()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.https, self.http = self._do(self._start())
 
-    def answer(self, body, status=200):
-        data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    def _do(self, coroutine):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
 
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        s = self.server
-        if self.path == "/upload/image":
-            name = re.search(rb'name="image"; filename="([^"]+)"', body).group(1).decode()
-            return self.answer({"name": name, "subfolder": "vap_batch", "type": "input"})
-        assert self.path == "/prompt", self.path
-        graph = json.loads(body)["prompt"]
-        s.prompts.append(graph)
-        prompt_id = f"prompt-{len(s.prompts)}"
-        if len(s.prompts) > s.lose:
-            s.running[prompt_id] = [s.runs_for, graph["19"]["inputs"]["filename_prefix"]]
-        self.answer({"prompt_id": prompt_id, "number": len(s.prompts), "node_errors": {}})
+    def reset(self):
+        self.prompts = self.refused = self.websockets = self.lose = 0
+        self.drop_websocket = self.dropped = False
 
-    def do_GET(self):
-        s = self.server
-        if self.path.startswith("/ws"):
-            accept = base64.b64encode(hashlib.sha1((self.headers["Sec-WebSocket-Key"] +
-                                                    "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
-            self.send_response(101)
-            self.send_header("Upgrade", "websocket")
-            self.send_header("Connection", "Upgrade")
-            self.send_header("Sec-WebSocket-Accept", accept.decode())
-            self.end_headers()
-            self.close_connection = True
-        elif self.path == "/queue":  # [number, prompt_id, prompt, extra_data, outputs_to_execute] per prompt
-            self.answer({"queue_running": [[1, p, {}, {}, ["19"]] for p in s.running], "queue_pending": []})
-        elif self.path.startswith("/history/"):
-            prompt_id = self.path.rsplit("/", 1)[1]
-            if prompt_id in s.running:
-                s.running[prompt_id][0] -= 1
-                if s.running[prompt_id][0] <= 0:  # leaves the queue for the history in one step, as in ComfyUI
-                    subfolder, stem = s.running.pop(prompt_id)[1].split("/")
-                    s.history[prompt_id] = {
-                        "status": {"status_str": "success", "completed": True, "messages": []},
-                        "outputs": {"19": {"images": [{"filename": f"{stem}_00001_.mp4", "subfolder": subfolder,
-                                                       "type": "output"}], "animated": [True]}}}
-            self.answer({prompt_id: s.history[prompt_id]} if prompt_id in s.history else {})
-        elif self.path.startswith("/view?"):
-            self.answer(VIDEO)
-        else:
-            self.answer({"error": self.path}, 404)
+    async def _start(self) -> list[str]:
+        cert, key = self.certificate
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=cert)))
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(cert, key)
+        urls = []
+        for scheme, context in (("https", tls), ("http", None)):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            await web.SockSite(self.runner, sock, ssl_context=context).start()
+            urls.append(f"{scheme}://127.0.0.1:{sock.getsockname()[1]}")
+        return urls
+
+    def stop(self):
+        self._do(self._stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+    async def _stop(self):
+        await self.runner.cleanup()
+        await self.session.close()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.headers.get("Authorization") != f"Bearer {TOKEN}":
+            self.refused += 1
+            return web.Response(status=401, text="401: Unauthorized")
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            return await self.websocket(request)
+        body = await request.read()
+        if request.method == "POST" and request.path == "/prompt":
+            self.prompts += 1
+            if self.lose:
+                self.lose -= 1
+                for ws in list(self.sockets):
+                    await ws.close()
+                return web.json_response({"prompt_id": f"lost-{self.prompts}", "number": 0, "node_errors": {}})
+        async with self.session.request(request.method, self.upstream + str(request.rel_url), data=body,
+                                        headers=_content_type(request.headers)) as answer:
+            return web.Response(status=answer.status, body=await answer.read(), headers=_content_type(answer.headers))
+
+    async def websocket(self, request: web.Request) -> web.WebSocketResponse:
+        self.websockets += 1
+        client = web.WebSocketResponse()
+        await client.prepare(request)
+        self.sockets.add(client)
+        try:
+            async with self.session.ws_connect(self.upstream + str(request.rel_url)) as server:
+                pumps = [asyncio.ensure_future(_pump(server, client, self._drop_now)), asyncio.ensure_future(_pump(client, server))]
+                _, pending = await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
+                for task in pending:
+                    task.cancel()
+        finally:
+            self.sockets.discard(client)
+            await client.close()
+        return client
+
+    def _drop_now(self, message) -> bool:
+        """Whether to drop the websocket after passing this message on: the first sampling step, mid-job."""
+        if self.drop_websocket and message.type == aiohttp.WSMsgType.TEXT and json.loads(message.data)["type"] == "progress":
+            self.drop_websocket, self.dropped = False, True
+            return True
+        return False
+
+
+def _content_type(headers) -> dict:
+    return {k: v for k, v in headers.items() if k.lower() == "content-type"}
+
+
+async def _pump(source, dest, stop=lambda message: False):
+    async for message in source:
+        await _send(dest, message)
+        if stop(message):
+            return
+
+
+async def _send(ws, message):
+    if message.type == aiohttp.WSMsgType.TEXT:
+        await ws.send_str(message.data)
+    elif message.type == aiohttp.WSMsgType.BINARY:
+        await ws.send_bytes(message.data)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory):
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command (Debian package openssl) to make the test certificate")
+    return harness.self_signed_certificate(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def tls_server(comfy, certificate):
+    """The real ComfyUI with the pack and the tiny models, serving https with the throwaway certificate."""
+    root, python, base = comfy
+    server = harness.Server(root, python, base, tls=certificate)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def module_proxy(tls_server, certificate):
+    proxy = Proxy(tls_server.url, certificate)
+    yield proxy
+    proxy.stop()
 
 
 @pytest.fixture
-def fake():
-    server = FakeComfy()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+def proxy(module_proxy):
+    module_proxy.reset()
+    return module_proxy
 
 
-def job_list(tmp_path, *rows) -> Path:
-    for name in ("r.mp4", "t.png"):
-        (tmp_path / name).write_bytes(b"media")
-    path = tmp_path / "jobs.csv"
-    path.write_text("\n".join([HEADER, *rows]) + "\n")
+@pytest.fixture
+def media(comfy, tmp_path) -> Path:
+    """The tiny media and the tiny workflow (workflow.json) in a folder for job lists."""
+    folder = harness.batch_media(comfy[2], tmp_path / "media")
+    (folder / "workflow.json").write_text(json.dumps(harness.tiny_workflow(steps=2)))
+    return folder
+
+
+def job_list(media: Path, *names: str, seed: int = 1) -> Path:
+    """Jobs on the tiny media; the same seed as an earlier job's gives ComfyUI's cached result (a new one samples)."""
+    path = media / "jobs.csv"
+    path.write_text("\n".join([HEADER, *(f"{n},ref.mp4,target.png,a sneaker inflates,a horse inflates,{seed}"
+                                        for n in names)]) + "\n")
     return path
 
 
-def run(tmp_path, fake, *names, retries=1):
-    jobs = read_jobs(job_list(tmp_path, *(f"{n},r.mp4,t.png,x,y" for n in names)))
+def batch(media: Path, out: Path, server: str, *args: str, token: str | None = None) -> subprocess.CompletedProcess:
+    """python -m vap_batch on one job, 'one' (the token, if any, in VAP_BATCH_TOKEN)."""
+    env = {k: v for k, v in os.environ.items() if k != "VAP_BATCH_TOKEN"}
+    if token is not None:
+        env["VAP_BATCH_TOKEN"] = token
+    command = [sys.executable, "-m", "vap_batch", str(job_list(media, "one")), "--out", str(out), "--server", server,
+               "--workflow", str(media / "workflow.json"), *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=harness.ROOT, env=env, timeout=600)
+
+
+def assert_one_video(out: Path):
+    assert [r["status"] for r in json.loads((out / "report.json").read_text())] == ["ok"]
+    with av.open(str(out / "one.mp4")) as video:
+        assert len(list(video.decode(video=0))) == 9
+
+
+def assert_nowhere(secret: str, run: subprocess.CompletedProcess, out: Path):
+    assert secret not in run.stdout and secret not in run.stderr
+    for path in out.rglob("*"):
+        assert not path.is_file() or secret.encode() not in path.read_bytes(), path
+
+
+def history_size(server: harness.Server) -> int:
+    return len(server.get("/history"))
+
+
+# ---------------------------------------------------------------- https, certificates
+
+def test_a_certificate_that_does_not_verify_stops_the_run_before_anything_is_queued(tls_server, certificate, media,
+                                                                                      tmp_path):
+    before = history_size(tls_server)
+    run = batch(media, tmp_path / "out", tls_server.url)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert (f"error: the certificate of {tls_server.url} does not verify (self-signed certificate). If the server has "
+            "its own (self-signed) certificate, pass it with --ca-bundle FILE (PEM). The run stopped; nothing more was "
+            "queued.") in run.stderr
+    assert history_size(tls_server) == before and tls_server.get("/queue")["queue_pending"] == []
+
+    run = batch(media, tmp_path / "out", tls_server.url, "--ca-bundle", str(certificate[0]))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert_one_video(tmp_path / "out")
+    assert history_size(tls_server) == before + 1
+
+
+# ---------------------------------------------------------------- a reverse proxy that wants a token
+
+@pytest.mark.parametrize("how", ["--header over https", "VAP_BATCH_TOKEN over http"])
+def test_through_a_proxy_with_the_token_every_request_carries_it_and_it_is_written_nowhere(
+        proxy, certificate, media, tmp_path, how):
+    out = tmp_path / "out"
+    if how == "--header over https":
+        run = batch(media, out, proxy.https, "--ca-bundle", str(certificate[0]), "--header", f"Authorization: Bearer {TOKEN}")
+    else:
+        run = batch(media, out, proxy.http, token=TOKEN)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert_one_video(out)
+    assert proxy.refused == 0 and proxy.prompts == 1 and proxy.websockets == 1  # the websocket handshake carried it too
+    assert_nowhere(TOKEN, run, out)
+
+
+def test_without_the_token_the_run_stops_clearly_and_queues_nothing(proxy, media, tmp_path):
+    run = batch(media, tmp_path / "out", proxy.http)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert (f"error: the server at {proxy.http} refused the request (401 Unauthorized): it wants credentials. Pass them "
+            "with --header 'Name: value', or set VAP_BATCH_TOKEN to send 'Authorization: Bearer <token>'.") in run.stderr
+    wrong = f"wrong-{TOKEN}"
+    run = batch(media, tmp_path / "out", proxy.http, token=wrong)
+    assert run.returncode == 2 and "it wants credentials (sent: Authorization; the values are not shown)" in run.stderr
+    assert_nowhere(wrong, run, tmp_path / "out")
+    assert proxy.prompts == 0 and proxy.refused == 2
+
+    async def handshake():  # the websocket's refusal reads the same
+        async with ComfyClient(proxy.http) as client:
+            await client.websocket()
+    with pytest.raises(ServerError, match=r"refused the request \(401 Unauthorized\): it wants credentials"):
+        asyncio.run(handshake())
+
+
+# ---------------------------------------------------------------- the progress stream and lost prompts
+
+def run_in_process(proxy, certificate, media, out, *names, retries=1, seed=1) -> tuple[list, str]:
+    jobs = read_jobs(job_list(media, *names, seed=seed))
     log = io.StringIO()
-    results = run_jobs(jobs, ComfyClient(fake.url), load_workflow(), tmp_path / "out", retries=retries, job_timeout=5,
-                       progress=Progress(len(jobs), stream=log))
-    return results, log.getvalue()
+
+    async def go():
+        async with ComfyClient(proxy.https, {"Authorization": f"Bearer {TOKEN}"}, certificate[0]) as client:
+            return await run_jobs(jobs, client, json.loads((media / "workflow.json").read_text()), out, retries=retries,
+                                  job_timeout=300, progress=Progress(len(jobs), stream=log))
+    return asyncio.run(go()), log.getvalue()
 
 
-def test_a_prompt_lost_in_a_server_restart_is_queued_again(tmp_path, fake):
-    fake.lose = 1
-    results, log = run(tmp_path, fake, "one")
-    assert [(r.status, r.message) for r in results] == [("ok", "")]
-    assert len(fake.prompts) == 2  # the lost one, then once more; while running it was waited for, not queued again
-    assert (tmp_path / "out" / "one.mp4").read_bytes() == VIDEO
-    assert "the server lost prompt prompt-1 (it is neither queued nor in its history: did the server restart?)" in log
-
-
-def test_a_prompt_lost_every_time_fails_its_row_after_the_retries(tmp_path, fake):
-    fake.lose = 99
-    results, _ = run(tmp_path, fake, "one", "two", retries=1)
-    assert [r.status for r in results] == ["failed", "failed"] and len(fake.prompts) == 4
-    assert results[0].message == ("the server lost prompt prompt-2 (it is neither queued nor in its history: did the "
+def test_prompts_lost_in_a_server_restart_are_queued_again_until_the_retries_run_out(proxy, certificate, media, tmp_path):
+    proxy.lose = 3  # row one: lost twice (gives up after 2 attempts); row two: lost once, then runs
+    results, log = run_in_process(proxy, certificate, media, tmp_path / "out", "one", "two", retries=1)
+    assert [r.status for r in results] == ["failed", "ok"] and proxy.prompts == 4
+    assert results[0].message == ("the server lost prompt lost-2 (it is neither queued nor in its history: did the "
                                   "server restart?); gave up after 2 attempts (--retries 1)")
+    assert "the server lost prompt lost-1 (it is neither queued nor in its history: did the server restart?); " \
+           "trying again in 1 s" in log
+    assert (tmp_path / "out" / "two.mp4").is_file() and not (tmp_path / "out" / "one.mp4").exists()
+
+
+# ---------------------------------------------------------------- output folders, job lists
+
+def run_main(media, out, proxy, *names, args=()) -> int:
+    return main([str(job_list(media, *names)), "--out", str(out), "--server", proxy.http,
+                 "--workflow", str(media / "workflow.json"), *args])
 
 
 @pytest.fixture
@@ -152,35 +315,50 @@ def read_only_folder(tmp_path):
     folder.chmod(0o755)
 
 
+@pytest.fixture
+def with_token(monkeypatch):
+    monkeypatch.setenv("VAP_BATCH_TOKEN", TOKEN)
+
+
 @pytest.mark.parametrize("kind", ["read-only folder", "a file where a folder should be"])
-def test_an_unwritable_output_folder_stops_the_run_before_the_first_job(tmp_path, fake, capsys, kind, request):
+def test_an_unwritable_output_folder_stops_the_run_before_the_first_job(proxy, media, tmp_path, capsys, with_token,
+                                                                         kind, request):
     if kind == "read-only folder":
         out = request.getfixturevalue("read_only_folder")
     else:
         (tmp_path / "file").write_text("")
         out = tmp_path / "file" / "out"
-    code = main([str(job_list(tmp_path, "one,r.mp4,t.png,x,y")), "--out", str(out), "--server", fake.url])
-    assert code == 2 and fake.prompts == []
+    assert run_main(media, out, proxy, "one") == 2 and proxy.prompts == 0
     assert f"error: cannot write to the output folder {out} (" in capsys.readouterr().err
 
 
-def test_a_local_write_failure_stops_the_run_without_running_the_job_again(tmp_path, fake, capsys):
+def test_a_local_write_failure_stops_the_run_without_running_the_job_again(proxy, media, tmp_path, capsys, with_token):
     out = tmp_path / "out"
-    (out / "one.mp4.partial").mkdir(parents=True)  # the download cannot be written there, not even by root
-    code = main([str(job_list(tmp_path, "one,r.mp4,t.png,x,y", "two,r.mp4,t.png,x,y")), "--out", str(out),
-                 "--server", fake.url, "--retries", "2"])
-    assert code == 2 and len(fake.prompts) == 1  # one ran once; two, which would fail the same way, never ran
+    (out / "unwritable.mp4.partial").mkdir(parents=True)  # the download cannot be written there, not even by root
+    assert run_main(media, out, proxy, "unwritable", "two", args=("--retries", "2")) == 2
+    assert proxy.prompts == 1  # one ran once; two, which would fail the same way, never ran
     err = capsys.readouterr().err
-    assert f"error: cannot write {out / 'one.mp4'} (Is a directory); the job ran and the server keeps its video as " \
-           "output/vap_batch/one_00001_.mp4. Fix the output folder and run again (finished rows are skipped)." in err
+    assert f"error: cannot write {out / 'unwritable.mp4'} (Is a directory); the job ran and the server keeps its video " \
+           "as output/vap_batch/unwritable_00001_.mp4. Fix the output folder and run again (finished rows are skipped)." in err
 
 
-def test_a_bad_job_list_is_reported_row_by_row_before_anything_is_queued(tmp_path, fake, capsys):
-    jobs = job_list(tmp_path, "good,r.mp4,t.png,x,y,,", "values,r.mp4,t.png,x,y,2.7,nan",
-                    "shifted,r.mp4,t.png,a horse, rising,a cat,20,4.5")
-    jobs.write_text(jobs.read_text().replace(HEADER, HEADER + ",steps,cfg", 1))
-    code = main([str(jobs), "--out", str(tmp_path / "out"), "--server", fake.url])
-    assert code == 2 and fake.prompts == []
+def test_a_bad_job_list_is_reported_row_by_row_before_anything_is_queued(proxy, media, tmp_path, capsys, with_token):
+    jobs = media / "bad.csv"
+    jobs.write_text(f"{HEADER},steps,cfg\none,ref.mp4,target.png,x,y,1,,\nvalues,ref.mp4,target.png,x,y,1,2.7,nan\n"
+                    "shifted,ref.mp4,target.png,a horse, rising,a cat,1,20,4.5\n")
+    code = main([str(jobs), "--out", str(tmp_path / "out"), "--server", proxy.http])
+    assert code == 2 and proxy.prompts == 0
     assert capsys.readouterr().err.splitlines()[1:] == [
         "  row 2: steps='2.7' is not a whole number; cfg='nan' is not a finite number.",
         "  row 3: more fields than the header has columns ('4.5' left over); put text that contains commas in double quotes."]
+
+
+# last of the jobs that run: its new seed makes the server sample again, and it caches only the latest prompt
+def test_a_websocket_dropped_mid_job_ends_with_the_jobs_result_not_a_new_prompt(proxy, certificate, media, tmp_path):
+    proxy.drop_websocket = True
+    seed = uuid.uuid4().int % 2**32  # a job the server has not run yet: it samples, and reports its steps
+    results, log = run_in_process(proxy, certificate, media, tmp_path / "out", "one", seed=seed)
+    assert proxy.dropped and [(r.status, r.message) for r in results] == [("ok", "")], log
+    assert proxy.prompts == 1
+    assert "lost the progress stream (the server closed the websocket); waiting for the result" in log
+    assert_one_video(tmp_path / "out")

@@ -1,6 +1,7 @@
 """Queue many Video-As-Prompt jobs on a running ComfyUI through its HTTP API.
 
     python -m vap_batch jobs.csv --out videos/ [--server http://127.0.0.1:8188]
+    python -m vap_batch jobs.csv --out videos/ --server https://gpu.example.com --header "Authorization: Bearer ..."
 
 The job list (CSV with a header row, or a JSON list of objects) has one job per row:
   reference          the reference video (path, relative to the list's folder or absolute)
@@ -17,16 +18,26 @@ progress over the server's websocket and downloads the video to OUT/<name>.mp4 (
 .avi, .gif, .webp: the suffix the server's file has). A rerun skips rows whose video is already there.
 A job the server lost (restarted) is queued again, up to --retries times. Failed rows are reported with
 the server's message and the run goes on; OUT/report.json records every row. A bad job list, or an
-output folder that cannot be written, stops the run with exit status 2. Only the server you name is
-contacted (default: loopback).
+output folder that cannot be written, stops the run with exit status 2, and so does a server whose
+certificate does not verify or that refuses the credentials. Only the server you name is contacted
+(default: loopback).
+
+https servers are verified against the system's certificate store, or against --ca-bundle FILE for a
+server with its own certificate; a certificate that does not verify stops the run. --header (repeatable)
+and the environment variable VAP_BATCH_TOKEN (sent as "Authorization: Bearer <token>") go with every
+request and the websocket handshake, and are never printed or written to OUT. Prefer the variable for a
+token: a command line is visible to other users of the machine.
 """
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+import re
 import sys
 from pathlib import Path
 
-from .client import ComfyClient, OutputError
+from .client import ComfyClient, OutputError, ServerError
 from .contact_sheet import ContactSheet
 from .jobs import JobError, read_jobs
 from .runner import run_jobs
@@ -39,6 +50,12 @@ def main(argv=None) -> int:
     parser.add_argument("jobs", help="the job list, .csv or .json")
     parser.add_argument("--out", required=True, help="folder for the videos and report.json")
     parser.add_argument("--server", default="http://127.0.0.1:8188", help="ComfyUI's address (default: %(default)s)")
+    parser.add_argument("--ca-bundle", metavar="FILE",
+                        help="trust the certificates in this PEM file (a server's own, self-signed one) instead of the "
+                             "system's store")
+    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="an HTTP header for every request and the websocket handshake, e.g. a reverse proxy's "
+                             "token (repeatable; $VAP_BATCH_TOKEN is sent as 'Authorization: Bearer <token>')")
     parser.add_argument("--workflow", default=str(DEFAULT_WORKFLOW), help="API-format workflow (default: the pack's)")
     parser.add_argument("--retries", type=int, default=3,
                         help="retries of a job on connection errors or when the server lost it (default: 3)")
@@ -48,15 +65,19 @@ def main(argv=None) -> int:
     try:
         jobs = read_jobs(args.jobs)
         workflow = load_workflow(args.workflow)
-    except (JobError, WorkflowError) as err:
+        headers = request_headers(args.header, os.environ.get("VAP_BATCH_TOKEN"))
+        client = ComfyClient(args.server, headers, args.ca_bundle)
+    except (JobError, WorkflowError, HeaderError, ServerError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
         sheet = None if args.no_html else ContactSheet(Path(args.out), jobs, args.server, workflow)
-        results = run_jobs(jobs, ComfyClient(args.server), workflow, Path(args.out), args.retries, args.timeout,
-                           sheet=sheet)
+        results = asyncio.run(_run(client, jobs, workflow, Path(args.out), args.retries, args.timeout, sheet))
     except OutputError as err:
         print(f"\nerror: {err}", file=sys.stderr)
+        return 2
+    except ServerError as err:
+        print(f"\nerror: {err} The run stopped; nothing more was queued.", file=sys.stderr)
         return 2
     print(f"\n{'row':>4}  {'status':<8} {'seconds':>8}  name / output or message")
     for r in results:
@@ -66,6 +87,30 @@ def main(argv=None) -> int:
           f"{Path(args.out) / 'report.json'}" + ("" if args.no_html else f", contact sheet: {Path(args.out) / 'index.html'}"))
     return 1 if counts["failed"] else 0
 
+
+async def _run(client: ComfyClient, jobs, workflow, out_dir: Path, retries: int, timeout: float, sheet):
+    async with client:
+        return await run_jobs(jobs, client, workflow, out_dir, retries, timeout, sheet=sheet)
+
+
+class HeaderError(ValueError):
+    """A --header is not 'Name: value'."""
+
+
+def request_headers(header_args: list[str], token: str | None) -> dict:
+    """The headers to send: 'Authorization: Bearer <token>' for a token, then each 'Name: value' given
+    (one replaces an earlier one of the same name). Errors never show a value: it may be a secret."""
+    headers = {"Authorization": f"Bearer {token.strip()}"} if token and token.strip() else {}
+    for number, header in enumerate(header_args, 1):
+        name, colon, value = (part.strip() for part in header.partition(":"))
+        if not colon or not value or not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+            raise HeaderError(f"--header number {number} is not 'Name: value' (a name, a colon, then the value; "
+                              "the value is not shown here).")
+        if "\r" in value or "\n" in value:
+            raise HeaderError(f"--header {name}: the value holds a line break.")
+        headers = {k: v for k, v in headers.items() if k.lower() != name.lower()}
+        headers[name] = value
+    return headers
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,17 +1,18 @@
-"""A small ComfyUI HTTP + websocket client (standard library only)."""
+"""A ComfyUI client on aiohttp (ComfyUI's own HTTP stack): its HTTP API and its progress websocket,
+over http or https (the system's certificate store, or a CA bundle), with extra headers (a reverse
+proxy's token) on every request and on the websocket handshake."""
 from __future__ import annotations
 
-import base64
+import asyncio
 import hashlib
 import json
 import os
-import socket
-import struct
-import urllib.error
-import urllib.parse
-import urllib.request
+import ssl
 import uuid
+from http import HTTPStatus
 from pathlib import Path
+
+import aiohttp
 
 
 class PromptRefused(Exception):
@@ -23,60 +24,130 @@ class OutputError(Exception):
     job on the server again. Not an OSError, so that it is not taken for a connection problem."""
 
 
+class ServerError(Exception):
+    """The server cannot be used at all (its certificate does not verify, it wants credentials): every
+    job would fail the same way, so a run stops. Not an OSError, so that it is never retried."""
+
+
+class BadAnswer(Exception):
+    """The server answered with an error status: not a connection problem, so not retried."""
+
+
+# what may pass if tried again later: the server restarting, the network dropping
+TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, ConnectionError,
+             TimeoutError, OSError)
+
+
+def tls_context(ca_bundle: str | os.PathLike | None = None) -> ssl.SSLContext:
+    """Verifying TLS: the system's certificate store, or (ca_bundle) only the certificates of that PEM file."""
+    try:
+        return ssl.create_default_context(cafile=ca_bundle)
+    except OSError as err:  # ssl.SSLError (no certificate in it) is an OSError too
+        raise ServerError(f"cannot use --ca-bundle {ca_bundle} ({getattr(err, 'strerror', None) or err}); give the "
+                          "server's certificate (or the CA that signed it) as a PEM file.") from None
+
+
 class ComfyClient:
-    def __init__(self, url: str, timeout: float = 60):
+    """One ComfyUI server. Use it as `async with ComfyClient(url) as client:` (or open() and close())."""
+
+    def __init__(self, url: str, headers=None, ca_bundle=None, timeout: float = 60):
+        if not url.startswith(("http://", "https://")):
+            raise ServerError(f"--server {url}: give the server's address as http://HOST:PORT or https://HOST:PORT.")
         self.url = url.rstrip("/")
+        self.headers = dict(headers or {})  # never printed: they may hold a token
+        self.tls = tls_context(ca_bundle)
         self.timeout = timeout
         self.client_id = uuid.uuid4().hex
+        self.session: aiohttp.ClientSession | None = None
+        self._uploaded: dict[tuple[str, str], str] = {}  # (content hash, subfolder) -> the server's name for it
 
-    def _open(self, req):
-        return urllib.request.urlopen(req, timeout=self.timeout)
+    async def open(self):
+        # a timeout per connect and per read (as a socket timeout), none on the whole: a large download may be slow
+        self.session = aiohttp.ClientSession(
+            headers=self.headers, connector=aiohttp.TCPConnector(ssl=self.tls),
+            timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_read=self.timeout))
 
-    def get_json(self, path: str):
-        with self._open(self.url + path) as r:
-            return json.loads(r.read())
+    async def close(self):
+        if self.session is not None:
+            await self.session.close()
 
-    def upload(self, path: Path, subfolder: str = "vap_batch") -> str:
-        """Upload a file into the server's input folder; returns the name nodes refer to it by. The name
-        carries a hash of the content, so a rerun reuses it and different files never collide."""
-        data = path.read_bytes()
-        name = f"{hashlib.sha1(data).hexdigest()[:12]}_{path.name}"
-        boundary = uuid.uuid4().hex
-        parts = [(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n').encode()
-                 for k, v in (("type", "input"), ("subfolder", subfolder), ("overwrite", "true"))]
-        parts.append((f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="{name}"\r\n'
-                      "Content-Type: application/octet-stream\r\n\r\n").encode() + data + b"\r\n")
-        body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-        req = urllib.request.Request(self.url + "/upload/image", data=body,
-                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
-        with self._open(req) as r:
-            answer = json.loads(r.read())
-        return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
+    async def __aenter__(self):
+        await self.open()
+        return self
 
-    def queue(self, graph: dict) -> str:
-        req = urllib.request.Request(self.url + "/prompt", headers={"Content-Type": "application/json"},
-                                     data=json.dumps({"prompt": graph, "client_id": self.client_id}).encode())
+    async def __aexit__(self, *exc):
+        await self.close()
+
+    async def _request(self, method: str, path: str, expect=(200,), **kwargs) -> tuple[int, bytes]:
+        """(status, body) of a request; a status outside `expect` raises BadAnswer, 401 and 403 ServerError."""
         try:
-            with self._open(req) as r:
-                return json.loads(r.read())["prompt_id"]
-        except urllib.error.HTTPError as err:
-            if err.code != 400:
-                raise
-            raise PromptRefused(_refusal(json.loads(err.read() or b"{}"))) from None
+            async with self.session.request(method, self.url + path, **kwargs) as response:
+                body = await response.read()
+        except aiohttp.ClientSSLError as err:
+            raise ServerError(self._tls_problem(err)) from None
+        if response.status in (401, 403):
+            raise ServerError(self._refused(response.status))
+        if response.status not in expect:
+            raise BadAnswer(f"the server answered {response.status} {response.reason} to {method} {path}: "
+                            f"{body[:500].decode(errors='replace')}")
+        return response.status, body
 
-    def history(self, prompt_id: str) -> dict | None:
-        return self.get_json(f"/history/{prompt_id}").get(prompt_id)
+    def _tls_problem(self, err: aiohttp.ClientSSLError) -> str:
+        if isinstance(err, aiohttp.ClientConnectorCertificateError):
+            why = getattr(err.certificate_error, "verify_message", None) or err.certificate_error
+            return (f"the certificate of {self.url} does not verify ({why}). If the server has its own (self-signed) "
+                    "certificate, pass it with --ca-bundle FILE (PEM).")
+        return f"no TLS connection to {self.url} ({err}); is it an https server?"
 
-    def queued(self, prompt_id: str) -> bool:
+    def _refused(self, status: int) -> str:
+        sent = f" (sent: {', '.join(self.headers)}; the values are not shown)" if self.headers else ""
+        return (f"the server at {self.url} refused the request ({status} {HTTPStatus(status).phrase}): it wants "
+                f"credentials{sent}. "
+                "Pass them with --header 'Name: value', or set VAP_BATCH_TOKEN to send 'Authorization: Bearer <token>'.")
+
+    async def get_json(self, path: str):
+        _, body = await self._request("GET", path)
+        return json.loads(body)
+
+    async def post_json(self, path: str, payload: dict, expect=(200,)) -> tuple[int, dict]:
+        """(status, JSON answer) of a POST with a JSON body."""
+        status, body = await self._request("POST", path, expect, json=payload)
+        return status, json.loads(body or b"{}")
+
+    async def upload(self, path: Path, subfolder: str = "vap_batch") -> str:
+        """Upload a file into the server's input folder, once per content; returns the name nodes refer to it
+        by. The name carries a hash of the content, so a rerun reuses it and different files never collide."""
+        data = path.read_bytes()
+        digest = hashlib.sha1(data).hexdigest()
+        if (digest, subfolder) not in self._uploaded:
+            # not overwriting: the server keeps a file of the same name and content as it is, so its mtime, and
+            # with it the server's cache of the nodes that read it, stay valid across runs
+            form = aiohttp.FormData({"type": "input", "subfolder": subfolder})
+            form.add_field("image", data, filename=f"{digest[:12]}_{path.name}", content_type="application/octet-stream")
+            _, body = await self._request("POST", "/upload/image", data=form)
+            answer = json.loads(body)
+            name = f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
+            self._uploaded[digest, subfolder] = name
+        return self._uploaded[digest, subfolder]
+
+    async def queue(self, graph: dict) -> str:
+        status, answer = await self.post_json("/prompt", {"prompt": graph, "client_id": self.client_id}, (200, 400))
+        if status == 400:
+            raise PromptRefused(_refusal(answer))
+        return answer["prompt_id"]
+
+    async def history(self, prompt_id: str) -> dict | None:
+        return (await self.get_json(f"/history/{prompt_id}")).get(prompt_id)
+
+    async def queued(self, prompt_id: str) -> bool:
         """Whether the prompt is running or waiting; GET /queue lists [number, prompt_id, ...] per prompt."""
-        queue = self.get_json("/queue")
+        queue = await self.get_json("/queue")
         return any(entry[1] == prompt_id for entry in queue.get("queue_running", []) + queue.get("queue_pending", []))
 
-    def download(self, item: dict, dest: Path):
+    async def download(self, item: dict, dest: Path):
         """Fetch an output file to dest (through dest.partial, so a cut download is never taken as done)."""
-        query = urllib.parse.urlencode({k: item.get(k, "") for k in ("filename", "subfolder", "type")})
-        with self._open(f"{self.url}/view?{query}") as r:
-            data = r.read()  # whole (videos are small), so network and local errors cannot be confused
+        # read whole (videos are small), so that network and local errors cannot be confused
+        _, data = await self._request("GET", "/view", params={k: item.get(k, "") for k in ("filename", "subfolder", "type")})
         partial = dest.with_name(dest.name + ".partial")
         try:
             partial.write_bytes(data)
@@ -86,8 +157,37 @@ class ComfyClient:
             raise OutputError(f"cannot write {dest} ({err.strerror or err}); the job ran and the server keeps its "
                               f"video as {where}. Fix the output folder and run again (finished rows are skipped).") from None
 
-    def websocket(self) -> "WebSocket":
-        return WebSocket(self.url, self.client_id, self.timeout)
+    async def websocket(self) -> "Messages":
+        """The server's messages to this client (open it before queueing, so that none is missed)."""
+        try:
+            # the heartbeat notices a dead connection; a long quiet step is no reason to give up on it
+            ws = await self.session.ws_connect(f"{self.url}/ws", params={"clientId": self.client_id}, heartbeat=30,
+                                               max_msg_size=64 * 2**20)
+        except aiohttp.ClientSSLError as err:
+            raise ServerError(self._tls_problem(err)) from None
+        except aiohttp.WSServerHandshakeError as err:
+            if err.status in (401, 403):
+                raise ServerError(self._refused(err.status)) from None
+            raise ConnectionError(f"the server refused the websocket (HTTP {err.status})") from None
+        return Messages(ws)
+
+
+class Messages:
+    """ComfyUI's status messages on its websocket (JSON text; binary ones, previews, are skipped)."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse):
+        self.ws = ws
+
+    async def receive(self, timeout: float | None = None) -> dict:
+        while True:
+            message = await self.ws.receive(timeout)
+            if message.type == aiohttp.WSMsgType.TEXT:
+                return json.loads(message.data)
+            if message.type != aiohttp.WSMsgType.BINARY:  # closing, closed, or an error
+                raise ConnectionError("the server closed the websocket")
+
+    async def close(self):
+        await self.ws.close()
 
 
 def _refusal(answer: dict) -> str:
@@ -97,76 +197,3 @@ def _refusal(answer: dict) -> str:
         for e in info.get("errors", []):
             lines.append(f"node {node} ({info.get('class_type')}): {e.get('message')}: {e.get('details')}")
     return "; ".join(lines)
-
-
-class WebSocket:
-    """Just enough of RFC 6455 to read ComfyUI's status messages (text frames)."""
-
-    def __init__(self, url: str, client_id: str, timeout: float):
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme != "http":
-            raise ValueError(f"{url}: only http:// servers are supported")
-        self.sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {parts.path.rstrip('/')}/ws?clientId={client_id} HTTP/1.1\r\n"
-                           f"Host: {parts.netloc}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                           f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("the server closed the websocket handshake")
-            head += chunk
-        head, self._buf = head.split(b"\r\n\r\n", 1)
-        accept = base64.b64encode(hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest())
-        if b" 101 " not in head.split(b"\r\n", 1)[0] or accept not in head:
-            raise ConnectionError(f"websocket handshake refused: {head.splitlines()[0]!r}")
-
-    def _read(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            chunk = self.sock.recv(max(65536, n - len(self._buf)))
-            if not chunk:
-                raise ConnectionError("the server closed the websocket")
-            self._buf += chunk
-        out, self._buf = self._buf[:n], self._buf[n:]
-        return out
-
-    def receive(self):
-        """The next text message as JSON (binary messages, i.e. previews, are skipped)."""
-        message, text = b"", False
-        while True:
-            b0, b1 = self._read(2)
-            opcode, length = b0 & 0x0F, b1 & 0x7F
-            if length == 126:
-                length = struct.unpack(">H", self._read(2))[0]
-            elif length == 127:
-                length = struct.unpack(">Q", self._read(8))[0]
-            mask = self._read(4) if b1 & 0x80 else None
-            payload = self._read(length)
-            if mask:
-                payload = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-            if opcode == 8:
-                raise ConnectionError("the server closed the websocket")
-            if opcode == 9:
-                self._send(0xA, payload)
-                continue
-            if opcode in (1, 2):
-                message, text = payload, opcode == 1
-            elif opcode == 0:
-                message += payload
-            if b0 & 0x80 and opcode in (0, 1, 2):
-                if text:
-                    return json.loads(message)
-                message = b""
-
-    def _send(self, opcode: int, payload: bytes):
-        mask = os.urandom(4)
-        masked = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-        self.sock.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
-
-    def close(self):
-        try:
-            self._send(8, b"")
-        except OSError:
-            pass
-        self.sock.close()

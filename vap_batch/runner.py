@@ -1,22 +1,23 @@
 """Running a job list: upload, fill, queue, follow, download; per-row failures; resumable."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
 import tempfile
 import time
-import urllib.error
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .client import ComfyClient, OutputError, PromptRefused
+from tqdm import tqdm
+
+from .client import TRANSIENT, BadAnswer, ComfyClient, OutputError, PromptRefused, ServerError
 from .jobs import Job
 from .workflow import OUTPUT_NODE, fill
 
 # a target with one of these is a video (its first frame is used); a job's output is OUT/<name><one of these>
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp")
-TRANSIENT = (ConnectionError, TimeoutError, urllib.error.URLError, OSError)
 
 
 class JobFailed(Exception):
@@ -52,72 +53,78 @@ def check_output_folder(out_dir: Path):
                           "or choose another --out. Nothing was queued.") from None
 
 
-def run_jobs(jobs: list[Job], client: ComfyClient, workflow: dict, out_dir: Path, retries: int = 3,
-             job_timeout: float = 3600, progress=None, sheet=None) -> list[Result]:
-    """Run the jobs one by one; a row's failure is recorded and the run goes on, but an OutputError (the
-    output folder cannot be written) stops it: every later row would fail the same way. sheet (a
+async def run_jobs(jobs: list[Job], client: ComfyClient, workflow: dict, out_dir: Path, retries: int = 3,
+                   job_timeout: float = 3600, progress=None, sheet=None) -> list[Result]:
+    """Run the jobs one by one on an open client; a row's failure is recorded and the run goes on, but an
+    OutputError (the output folder cannot be written) or a ServerError (its certificate does not verify,
+    it refuses our credentials) stops it: every later row would fail the same way. sheet (a
     contact_sheet.ContactSheet) is updated after every row."""
     check_output_folder(out_dir)
     progress = progress or Progress(len(jobs))
     results = []
-    for job in jobs:
-        existing = finished_output(out_dir, job.name)
-        if existing:
-            results.append(Result(job.row, job.name, "skipped", 0.0, str(existing), "output already there"))
-        else:
-            start = time.monotonic()
-            try:
-                output = _with_retries(lambda: _run_one(job, client, workflow, out_dir, job_timeout, progress),
-                                       retries, progress)
-                results.append(Result(job.row, job.name, "ok", time.monotonic() - start, str(output)))
-            except OutputError:
-                raise
-            except (JobFailed, PromptRefused) as err:
-                results.append(Result(job.row, job.name, "failed", time.monotonic() - start, "", str(err)))
-            except Exception as err:  # anything else is this row's failure too, never the whole run's
-                results.append(Result(job.row, job.name, "failed", time.monotonic() - start, "",
-                                      f"{type(err).__name__}: {err}"))
-        progress.done(results[-1])
-        write_report(out_dir / "report.json", results)  # after every row: an interruption keeps the rest
-        if sheet is not None:
-            sheet.update(results)  # OUT/index.html
+    try:
+        for job in jobs:
+            results.append(await _result(job, client, workflow, out_dir, retries, job_timeout, progress))
+            progress.done(results[-1])
+            write_report(out_dir / "report.json", results)  # after every row: an interruption keeps the rest
+            if sheet is not None:
+                sheet.update(results)  # OUT/index.html
+    finally:
+        progress.close()
     return results
 
 
-def _with_retries(fn, retries: int, progress):
+async def _result(job: Job, client, workflow: dict, out_dir: Path, retries: int, timeout: float, progress) -> Result:
+    existing = finished_output(out_dir, job.name)
+    if existing:
+        return Result(job.row, job.name, "skipped", 0.0, str(existing), "output already there")
+    start = time.monotonic()
+    try:
+        output = await _with_retries(lambda: _run_one(job, client, workflow, out_dir, timeout, progress),
+                                     retries, progress)
+        return Result(job.row, job.name, "ok", time.monotonic() - start, str(output))
+    except (OutputError, ServerError):
+        raise
+    except (JobFailed, PromptRefused) as err:
+        return Result(job.row, job.name, "failed", time.monotonic() - start, "", str(err))
+    except Exception as err:  # anything else is this row's failure too, never the whole run's
+        return Result(job.row, job.name, "failed", time.monotonic() - start, "", f"{type(err).__name__}: {err}")
+
+
+async def _with_retries(fn, retries: int, progress):
     for attempt in range(retries + 1):
         try:
-            return fn()
-        except urllib.error.HTTPError as err:  # the server answered: not a connection problem
-            raise JobFailed(f"the server answered {err.code} {err.reason}: {err.read()[:500].decode(errors='replace')}")
+            return await fn()
+        except BadAnswer as err:  # the server answered: not a connection problem
+            raise JobFailed(str(err)) from None
         except (PromptLost, *TRANSIENT) as err:
-            problem = str(err) if isinstance(err, PromptLost) else f"server unreachable ({err})"
+            problem = str(err) if isinstance(err, PromptLost) else f"server unreachable ({err or type(err).__name__})"
             if attempt == retries:
                 raise JobFailed(f"{problem}; gave up after {retries + 1} attempts (--retries {retries})") from None
             wait = 2 ** attempt
             progress.note(f"{problem}; trying again in {wait} s")
-            time.sleep(wait)
+            await asyncio.sleep(wait)
 
 
-def _run_one(job: Job, client: ComfyClient, workflow: dict, out_dir: Path, timeout: float, progress) -> Path:
+async def _run_one(job: Job, client: ComfyClient, workflow: dict, out_dir: Path, timeout: float, progress) -> Path:
     for what, path in (("reference", job.reference), ("target", job.target)):
         if not path.is_file():
             raise JobFailed(f"{what} file {path} does not exist")
-    values = {"reference": client.upload(job.reference), "target": _upload_target(client, job.target),
+    values = {"reference": await client.upload(job.reference), "target": await _upload_target(client, job.target),
               "reference_caption": job.reference_caption, "target_caption": job.target_caption,
               "output_prefix": f"vap_batch/{job.name}", **job.overrides}
-    socket = client.websocket()  # open before queueing, so no message is missed
+    messages = await client.websocket()  # open before queueing, so no message is missed
     try:
-        prompt_id = client.queue(fill(workflow, values))
+        prompt_id = await client.queue(fill(workflow, values))
         progress.start(job)
         try:
-            _follow(socket, prompt_id, timeout, progress)
+            await _follow(messages, job, prompt_id, timeout, progress)
         except TRANSIENT as err:  # the job is queued: follow it by polling rather than queue it again
-            progress.note(f"lost the progress stream ({err}); waiting for the result")
-            _poll_until_done(client, prompt_id, timeout)
+            progress.note(f"lost the progress stream ({err or type(err).__name__}); waiting for the result")
+            await _poll_until_done(client, prompt_id, timeout)
     finally:
-        socket.close()
-    history = _finished_history(client, prompt_id)
+        await messages.close()
+    history = await _finished_history(client, prompt_id)
     for kind, data in history.get("status", {}).get("messages", []):
         if kind == "execution_error":
             raise JobFailed(_error_text(data))
@@ -130,47 +137,47 @@ def _run_one(job: Job, client: ComfyClient, workflow: dict, out_dir: Path, timeo
         raise JobFailed(f"node {OUTPUT_NODE} saved {files[0]['filename']}, not a video ({', '.join(VIDEO_SUFFIXES)}); "
                         "save with SaveVideo as the pack's workflow does")
     dest = out_dir / f"{job.name}{suffix}"
-    client.download(files[0], dest)
+    await client.download(files[0], dest)
     return dest
 
 
-def _poll_until_done(client: ComfyClient, prompt_id: str, timeout: float, attempts: int = 5):
+async def _poll_until_done(client: ComfyClient, prompt_id: str, timeout: float, attempts: int = 5):
     deadline, failures = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
         try:
             # the queue first: the server moves a finished prompt from its queue to its history in one step
-            queued = client.queued(prompt_id)
-            history = client.history(prompt_id)
+            queued = await client.queued(prompt_id)
+            history = await client.history(prompt_id)
             failures = 0
         except TRANSIENT as err:
             failures += 1
             if failures >= attempts:
-                raise JobFailed(f"server unreachable while running the job: {err}") from None
-            time.sleep(2 ** failures)
+                raise JobFailed(f"server unreachable while running the job: {err or type(err).__name__}") from None
+            await asyncio.sleep(2 ** failures)
             continue
         if history is not None:  # the server files a prompt in its history once it has finished
             return
         if not queued:
             raise PromptLost(f"the server lost prompt {prompt_id} (it is neither queued nor in its history: "
                              "did the server restart?)")
-        time.sleep(1)
+        await asyncio.sleep(1)
     raise JobFailed(f"no result within {timeout:.0f} s")
 
 
-def _finished_history(client: ComfyClient, prompt_id: str, wait: float = 30) -> dict:
+async def _finished_history(client: ComfyClient, prompt_id: str, wait: float = 30) -> dict:
     """The prompt's history entry; the server files it just after announcing the end."""
     deadline = time.monotonic() + wait
     while True:
-        history = client.history(prompt_id) or {}
+        history = await client.history(prompt_id) or {}
         if history.get("status", {}).get("completed") is not None or time.monotonic() > deadline:
             return history
-        time.sleep(0.2)
+        await asyncio.sleep(0.2)
 
 
-def _upload_target(client: ComfyClient, target: Path) -> str:
+async def _upload_target(client: ComfyClient, target: Path) -> str:
     """Images upload as they are; of a video, its first frame is used."""
     if target.suffix.lower() not in VIDEO_SUFFIXES:
-        return client.upload(target)
+        return await client.upload(target)
     import av
     with av.open(str(target)) as container:
         frame = next(container.decode(video=0), None)
@@ -183,19 +190,22 @@ def _upload_target(client: ComfyClient, target: Path) -> str:
             stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, "rgb24"
             out.mux(stream.encode(frame.reformat(format="rgb24")))
             out.mux(stream.encode())
-        return client.upload(png)
+        return await client.upload(png)
 
 
-def _follow(socket, prompt_id: str, timeout: float, progress):
+async def _follow(messages, job: Job, prompt_id: str, timeout: float, progress):
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        message = socket.receive()
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            message = await messages.receive(left)
+        except asyncio.TimeoutError:
+            break
         data = message.get("data", {})
         if data.get("prompt_id") != prompt_id:
             continue
         kind = message.get("type")
         if kind == "progress":
-            progress.step(data.get("value", 0), data.get("max", 0))
+            progress.step(job, data.get("value", 0), data.get("max", 0))
         elif kind == "execution_error":
             raise JobFailed(_error_text(data))
         elif kind == "execution_interrupted":
@@ -220,30 +230,47 @@ def write_report(path: Path, results: list[Result]):
 
 
 class Progress:
-    """Progress on stderr: the current job's sampling steps and the whole list."""
+    """Progress on stderr (or `stream`): a bar for the whole list and one per running job (its sampling
+    steps), drawn by tqdm; where the stream is not a terminal (a log file, CI) plain lines instead."""
 
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.stream, self.finished, self.current = total, stream, 0, None
+    def __init__(self, total: int, stream=None):
+        self.stream, self.total, self.finished = stream or sys.stderr, total, 0
+        # disable=None: no bars where the stream is not a terminal
+        self.overall = tqdm(total=total, desc="jobs", unit="job", file=self.stream, disable=None, dynamic_ncols=True)
+        self.jobs: dict[int, tqdm] = {}  # row -> its bar
 
-    def _bar(self, value, maximum, width=20):
-        filled = int(width * value / maximum) if maximum else 0
-        return "#" * filled + "-" * (width - filled)
+    def _line(self, text: str):
+        tqdm.write(text, file=self.stream)  # above the bars, which are drawn again below it
 
     def start(self, job: Job):
-        self.current = job
-        self.step(0, 0)
+        # mininterval=0: every step the server reports is drawn (they come seconds apart, not thousands a second)
+        self.jobs[job.row] = tqdm(total=None, desc=f"row {job.row} {job.name}", unit="step", leave=False,
+                                  file=self.stream, disable=None, dynamic_ncols=True, mininterval=0)
+        if self.overall.disable:
+            self._line(f"running: row {job.row} {job.name}")
 
-    def step(self, value, maximum):
-        job = self.current.name if self.current else ""
-        self.stream.write(f"\r[{self._bar(self.finished, self.total)}] {self.finished}/{self.total}  {job} "
-                          f"[{self._bar(value, maximum)}] {value}/{maximum}   ")
-        self.stream.flush()
+    def step(self, job: Job, value: int, maximum: int):
+        bar = self.jobs.get(job.row)
+        if bar is None or bar.disable:
+            return
+        if bar.total != maximum:  # each node that reports progress (sampler, decoder) counts on its own
+            bar.reset(total=maximum)
+        bar.update(value - bar.n)
 
     def note(self, text: str):
-        self.stream.write(f"\n{text}\n")
+        self._line(text)
 
     def done(self, result: Result):
+        bar = self.jobs.pop(result.row, None)
+        if bar is not None:
+            bar.close()
         self.finished += 1
         detail = f" ({result.message})" if result.message else ""
-        self.stream.write(f"\r{result.status:>7}: row {result.row} {result.name} {result.seconds:.0f} s{detail}\n")
-        self.stream.flush()
+        self._line(f"{result.status:>7}: row {result.row} {result.name} {result.seconds:.0f} s{detail}"
+                   f" [{self.finished}/{self.total}]")
+        self.overall.update(1)
+
+    def close(self):
+        for bar in self.jobs.values():
+            bar.close()
+        self.overall.close()

@@ -1,7 +1,8 @@
 """Finding a ComfyUI, preparing an isolated base directory with tiny models, and driving a ComfyUI
-server over HTTP. Runs in the pack's own environment (no ComfyUI import)."""
+server over HTTP(S) with vap_batch's client. Runs in the pack's own environment (no ComfyUI import)."""
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import os
@@ -9,14 +10,13 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 API_WORKFLOW = ROOT / "workflows" / "api" / "vap_wan21_i2v_480p.json"
 sys.path.insert(0, str(HERE))
+sys.path.append(str(ROOT))  # vap_batch, for the scripts here that run on their own (demo.py, ui_workflow.py)
 import tiny_names as tiny  # noqa: E402
 
 SETUP_HINT = ("Install this pack in your ComfyUI (ComfyUI/custom_nodes/), or set COMFYUI_PATH to a ComfyUI folder "
@@ -115,15 +115,28 @@ def batch_media(base: Path, folder: Path) -> Path:
     return folder
 
 
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 and its key, (cert.pem, key.pem), made with the openssl command."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
 class Server:
-    """A ComfyUI server subprocess on a free loopback port."""
+    """A ComfyUI server subprocess on a free loopback port, driven through vap_batch's client; with
+    tls=(certificate, key) it serves https, and the client trusts that certificate."""
 
     def __init__(self, comfy_root: Path, python: str, base: Path, output: Path | None = None,
-                 front_end_root: Path | None = None):
+                 front_end_root: Path | None = None, tls: tuple[Path, Path] | None = None):
+        # imported here, so that finding a ComfyUI (the demo's first step) works in a Python without aiohttp
+        from vap_batch.client import TRANSIENT, ComfyClient
+
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.log_path = base / "server.log"
         cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--base-directory", str(base)]
@@ -131,37 +144,45 @@ class Server:
             cmd += ["--output-directory", str(output)]
         if front_end_root is not None:
             cmd += ["--front-end-root", str(front_end_root)]
+        if tls is not None:
+            cmd += ["--tls-certfile", str(tls[0]), "--tls-keyfile", str(tls[1])]
+        self._loop = asyncio.new_event_loop()  # the client's: Server's methods block until their answer
+        self.client = ComfyClient(self.url, ca_bundle=tls[0] if tls else None, timeout=30)
+        self._call(self.client.open())
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(cmd, cwd=comfy_root, stdout=self.log, stderr=subprocess.STDOUT, env=comfy_env())
-        deadline = time.monotonic() + 120
+        try:
+            self._wait_until_up(TRANSIENT)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_until_up(self, transient: tuple, seconds: float = 120):
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"ComfyUI exited at start-up:\n{self.log_text()[-3000:]}")
             try:
                 self.get("/system_stats")
                 return
-            except OSError:
+            except transient:
                 time.sleep(0.5)
-        self.stop()
-        raise RuntimeError(f"ComfyUI did not answer within 120 s:\n{self.log_text()[-3000:]}")
+        raise RuntimeError(f"ComfyUI did not answer within {seconds:.0f} s:\n{self.log_text()[-3000:]}")
+
+    def _call(self, coroutine):
+        return self._loop.run_until_complete(coroutine)
 
     def log_text(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def get(self, path: str):
-        with urllib.request.urlopen(self.url + path, timeout=30) as r:
-            return json.loads(r.read())
+        return self._call(self.client.get_json(path))
 
     def queue(self, graph: dict) -> tuple[int, dict]:
-        """POST /prompt: (HTTP status, JSON answer)."""
-        req = urllib.request.Request(self.url + "/prompt", data=json.dumps({"prompt": graph}).encode(),
-                                     headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(req, timeout=30) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read())
+        """POST /prompt: (HTTP status, JSON answer); 200 and 400 (refused at validation) come back."""
+        return self._call(self.client.post_json("/prompt", {"prompt": graph}, expect=(200, 400)))
 
     def wait(self, prompt_id: str, timeout: float = 600) -> dict:
         deadline = time.monotonic() + timeout
@@ -188,6 +209,9 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.log.close()
+        if not self._loop.is_closed():
+            self._call(self.client.close())
+            self._loop.close()
 
 
 def execution_error(history: dict) -> dict | None:
