@@ -15,14 +15,15 @@ from comfy_api.latest import io
 from ..vap_core.errors import InputError
 from ..vap_core.frames import FITS, MODES, fit_frames
 from .reference_cond import EncodedReference, add_reference
-from ..vap_core.video import SUFFIXES, read_frames
+from ..vap_core.suffixes import VIDEO_SUFFIXES
+from ..vap_core.video import read_frames
 from .choices import CATEGORY, check_choice
 
 
 def _input_videos() -> list[str]:
     folder = folder_paths.get_input_directory()
     return sorted(f for f in os.listdir(folder)
-                  if os.path.isfile(os.path.join(folder, f)) and os.path.splitext(f)[1].lower() in SUFFIXES)
+                  if os.path.isfile(os.path.join(folder, f)) and os.path.splitext(f)[1].lower() in VIDEO_SUFFIXES)
 
 
 def input_video_path(name: str) -> str:

@@ -12,12 +12,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from vap_core.suffixes import VIDEO_SUFFIXES  # a target with one is a video (its first frame is used), and an output
+
 from .client import TRANSIENT, BadAnswer, ComfyClient, OutputError, PromptRefused, ServerError
 from .jobs import Job
 from .workflow import OUTPUT_NODE, fill
-
-# a target with one of these is a video (its first frame is used); a job's output is OUT/<name><one of these>
-VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp")
 
 
 class JobFailed(Exception):

@@ -15,7 +15,6 @@ from PIL import Image, ImageOps, ImageSequence
 from .errors import InputError
 from .frames import select_frames
 
-SUFFIXES = (".mp4", ".webm", ".mov", ".mkv", ".avi", ".gif", ".webp")
 _PIL_SUFFIXES = (".gif", ".webp")  # animated images: FFmpeg's webp decoder has no animation support
 
 
