@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-import harness  # noqa: E402  (tests/comfyui, on the path through benchmarks/__init__.py)
+from tools import comfy_server as harness
 
-from . import core, peer  # noqa: E402
+from . import core, peer
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SECTIONS = ("core", "peer", "comfy", "loading", "video", "gpu")
 TARGET = 1.1  # measured ratio may exceed the FLOP model's by at most 10%
@@ -38,6 +39,12 @@ def section_core(args):
         rel = r["ratio"] / r["flop_ratio"]
         print(f"| {r['size']} | {r['plain_s'] * 1e3:.0f} | {r['vap_s'] * 1e3:.0f} | {r['ratio']:.3f} | "
               f"{r['flop_ratio']:.3f} | {rel:.3f} | {_mark(rel <= TARGET)} |")
+    print("\nSeveral references (each as long as the target): a VAP call with N / with one\n")
+    print("| size | references | ms | measured ratio | FLOP-model ratio | measured / FLOP |")
+    print("|---|---|---|---|---|---|")
+    for r in core.run_references(args.repeats):
+        print(f"| {r['size']} | {r['references']} | {r['s'] * 1e3:.0f} | {r['ratio']:.3f} | {r['flop_ratio']:.3f} | "
+              f"{r['ratio'] / r['flop_ratio']:.3f} |")
 
 
 def section_peer(args):
@@ -72,9 +79,8 @@ def _comfy_or_skip():
     return root, python
 
 
-def _comfy_json(python, root, script, *args):
-    proc = subprocess.run([python, str(script), str(root), *map(str, args)], capture_output=True, text=True,
-                          env=harness.comfy_env())
+def _comfy_json(python, root, module, *args):
+    proc = harness.run_module(python, module, root, *args, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -85,7 +91,7 @@ def section_comfy(args, base):
     if not (found := _comfy_or_skip()):
         return
     root, python = found
-    r = _comfy_json(python, root, ROOT / "benchmarks" / "comfy_step.py", base, args.repeats)
+    r = _comfy_json(python, root, "benchmarks.comfy_step", base, args.repeats)
     rel = r["ratio"] / r["flop_ratio"]
     print("| backbone | plain s/step | VAP s/step | measured ratio | FLOP-model ratio | measured / FLOP | target <= 1.10 |")
     print("|---|---|---|---|---|---|---|")
@@ -104,7 +110,7 @@ def section_loading(args, base):
     if not (found := _comfy_or_skip()):
         return
     root, python = found
-    script = harness.HERE / "loader_memory.py"
+    script = "tests.comfyui.loader_memory"
     sizes = _comfy_json(python, root, script, base, "write")
     print(f"checkpoint: expert {sizes['expert_bytes'] / 2**20:.0f} MiB (bf16), backbone {sizes['backbone_bytes'] / 2**20:.0f} MiB\n")
     print("| dtype | expert loaded MiB | seconds | peak RSS added MiB | peak - expert MiB |")
@@ -117,9 +123,8 @@ def section_loading(args, base):
 
 def section_video(args):
     print("\n## 5. Reading a reference video: 49 frames 'evenly' from a 60 s 1080p30 H.264 clip, fresh process each\n")
-    script = ROOT / "benchmarks" / "reference_video.py"
-    run = lambda *a: subprocess.run([sys.executable, str(script), *map(str, a)], capture_output=True, text=True,  # noqa: E731
-                                    check=True).stdout
+    run = lambda *a: subprocess.run([sys.executable, "-m", "benchmarks.reference_video", *map(str, a)],  # noqa: E731
+                                    capture_output=True, text=True, check=True, cwd=ROOT).stdout
     with tempfile.TemporaryDirectory(prefix="vap_clip_") as tmp:
         clip = Path(tmp) / "clip_1080p30_60s.mp4"
         run("write", clip, args.clip_seconds)

@@ -2,7 +2,7 @@
 of the plain Wan graph, same backbone, in a real ComfyUI (in-process); and one step under
 VAPReferenceGuider (reference_cfg 1) against the same guider at 0 (the stock CFGGuider's path).
 
-    COMFY_PYTHON benchmarks/comfy_step.py COMFYUI_ROOT BASE_DIR REPEATS
+    COMFY_PYTHON -m benchmarks.comfy_step COMFYUI_ROOT BASE_DIR REPEATS      (from the pack folder)
 
 Prints one JSON line. A step's time is (time of a 5-step KSampler run - a 1-step run) / 4, so
 model loading and the once-per-run work (the reference's embedding) fall out."""
@@ -12,20 +12,15 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests" / "comfyui"), str(ROOT)]
-from comfy_process import start  # noqa: E402
+import torch
 
-nodes = start(sys.argv[1], sys.argv[2])
-import torch  # noqa: E402
+from benchmarks.core import alternate
+from benchmarks.flops import call_flops
+from tools.checkpoints import write_random_released_and_wan
+from tools.comfy_process import node_classes, start
+from vap_core.config import WanConfig
 
-import comfy.clip_vision  # noqa: E402
-import comfy.sample  # noqa: E402
-import comfy.samplers  # noqa: E402
-from benchmarks.core import alternate  # noqa: E402
-from benchmarks.flops import call_flops  # noqa: E402
-from helpers import write_random_released_and_wan  # noqa: E402
-from vap_core.config import WanConfig  # noqa: E402
+# ComfyUI's modules are imported where used: only after start() has configured ComfyUI (CPU, base folder)
 
 CONFIG = {"num_attention_heads": 4, "attention_head_dim": 128, "in_channels": 36, "out_channels": 16,
           "text_dim": 4096, "image_dim": 1280, "freq_dim": 256, "ffn_dim": 2048, "num_layers": 8,
@@ -33,8 +28,6 @@ CONFIG = {"num_attention_heads": 4, "attention_head_dim": 128, "in_channels": 36
           "added_kv_proj_dim": 1280, "block_idx_with_mot_ref": [0, 4]}
 GRID = (3, 32, 32)  # latent frames, height, width: 9 frames at 256x256
 NAME = "vap_step_bench"
-NODE = nodes.NODE_CLASS_MAPPINGS
-REFERENCE = sys.modules[NODE["VAPEncodeReference"].__module__]
 
 
 def write_models(base: Path):
@@ -46,6 +39,7 @@ def write_models(base: Path):
 
 
 def conditioning(g, with_reference: bool):
+    import comfy.clip_vision
     f, h, w = GRID
     clip = comfy.clip_vision.Output()
     clip["penultimate_hidden_states"] = torch.randn(1, 257, 1280, generator=g)
@@ -54,13 +48,18 @@ def conditioning(g, with_reference: bool):
     cond = [[torch.randn(1, 512, 4096, generator=g), {"concat_latent_image": torch.randn(1, 16, f, h, w, generator=g),
                                                        "concat_mask": mask, "clip_vision_output": clip}]]
     if with_reference:
-        cond = REFERENCE.with_reference(cond, torch.randn(1, 36, f, h, w, generator=g),
-                                        torch.randn(1, 512, 4096, generator=g), torch.randn(1, 257, 1280, generator=g))
+        encode = sys.modules[node_classes()["VAPEncodeReference"].__module__]
+        cond = encode.with_reference(cond, torch.randn(1, 36, f, h, w, generator=g),
+                                     torch.randn(1, 512, 4096, generator=g), torch.randn(1, 257, 1280, generator=g))
     return cond
 
 
-def main():
-    base, repeats = Path(sys.argv[2]), int(sys.argv[3])
+def main(comfy_root: str, base: str, repeats: str):
+    nodes = start(comfy_root, base)
+    import comfy.sample
+    import comfy.samplers
+    NODE = node_classes()
+    base, repeats = Path(base), int(repeats)
     unet, expert_name = write_models(base)
     sd3 = NODE["ModelSamplingSD3"]()
     plain = nodes.UNETLoader().load_unet(unet, "default")[0]
@@ -100,4 +99,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:4])

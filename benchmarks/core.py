@@ -8,6 +8,8 @@ import torch
 
 from vap_core import VAPExpert, VAPTransformer, WanConfig, WanI2V
 
+from tools.checkpoints import random_like
+
 from .flops import call_flops
 
 # (name, width, heads, FFN, layers, expert layers, latent frames/height/width per stream)
@@ -18,15 +20,12 @@ SIZES = [
 ]
 
 
-def random_model(cfg: WanConfig, layers, seed: int = 0, device=None, dtype=None) -> VAPTransformer:
-    """Random weights scaled by fan-in so activations stay in range (float32 on the CPU by default)."""
-    torch.manual_seed(seed)
-    model = VAPTransformer(WanI2V(cfg, device=device, dtype=dtype), VAPExpert(cfg, layers, device=device, dtype=dtype))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            fan_in = p[0].numel() if p.ndim > 1 else 1
-            p.copy_(torch.randn_like(p) / fan_in ** 0.5 if p.ndim > 1 else torch.ones_like(p) if "norm" in name
-                    else torch.randn_like(p) * 0.02)
+def random_model(cfg: WanConfig, layers, seed: int = 0, device=None, dtype=torch.float32) -> VAPTransformer:
+    """Random weights (tools.checkpoints' rule), float32 on the CPU by default."""
+    model = VAPTransformer(WanI2V(cfg, device="meta"), VAPExpert(cfg, layers, device="meta"))
+    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    weights = {name: t.to(device) for name, t in random_like(shapes, seed, dtype).items()}
+    model.load_state_dict(weights, assign=True)
     return model.eval()
 
 
@@ -51,6 +50,23 @@ def alternate(calls: dict, repeats: int) -> dict:
             fn()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
+
+
+def run_references(repeats: int, size=SIZES[1], counts=(1, 2, 3)) -> list[dict]:
+    """VAP calls with 1, 2, 3 references (each as long as the target, placement sequential) against
+    one reference, next to the FLOP model."""
+    name, dim, heads, ffn, layers, expert_layers, grid = size
+    cfg = WanConfig(dim=dim, num_heads=heads, ffn_dim=ffn, num_layers=layers)
+    model = random_model(cfg, expert_layers)
+    inputs = [random_inputs(cfg, grid, seed=n + 1) for n in range(max(counts))]
+    target = {k: inputs[0][k] for k in ("x", "t", "context", "clip_fea")}
+    tokens = grid[0] * grid[1] * grid[2] // 4
+    with torch.no_grad():
+        refs = [model.embed_reference(i["ref_x"], i["ref_context"], i["ref_clip_fea"]) for i in inputs]
+        med = alternate({n: (lambda n=n: model(**target, reference=refs[:n])) for n in counts}, repeats)
+    flops = {n: call_flops(cfg, tokens, [tokens] * n, len(expert_layers))[1] for n in counts}
+    return [{"size": name, "references": n, "s": med[n], "ratio": med[n] / med[1], "flop_ratio": flops[n] / flops[1]}
+            for n in counts]
 
 
 def run(repeats: int, sizes=SIZES) -> list[dict]:

@@ -107,7 +107,7 @@ def _purge(top):
 def _declare_torchvision_schemas():
     """Declare torchvision's op schemas with the test environments' shim (tests/comfyui)."""
     global _torchvision_declared
-    import torchvision_cpu_shim  # noqa: F401  (declares them on import)
+    import tests.comfyui.torchvision_cpu_shim  # noqa: F401  (declares them on import)
     _torchvision_declared = True
 
 

@@ -27,8 +27,10 @@ def _cross_attention(d: int, tokens: int) -> float:
     return 4 * tokens * (TEXT_TOKENS + IMAGE_TOKENS) * d  # QK^T and AV over text + CLIP keys
 
 
-def call_flops(cfg: WanConfig, tokens: int, ref_tokens: int, expert_layers: int) -> tuple[float, float]:
-    """(plain Wan call, VAP call) FLOP for one row of `tokens` target and `ref_tokens` reference tokens."""
+def call_flops(cfg: WanConfig, tokens: int, ref_tokens, expert_layers: int) -> tuple[float, float]:
+    """(plain Wan call, VAP call) FLOP for one row of `tokens` target tokens and references of
+    `ref_tokens` tokens (an int, or a list with one entry per reference)."""
+    refs = ref_tokens if isinstance(ref_tokens, (list, tuple)) else [ref_tokens]
     d, f = cfg.dim, cfg.ffn_dim
     patch = math.prod(cfg.patch_size)
     embed = (2 * tokens * cfg.in_dim * patch * d + 2 * TEXT_TOKENS * (cfg.text_dim * d + d * d)
@@ -36,6 +38,6 @@ def call_flops(cfg: WanConfig, tokens: int, ref_tokens: int, expert_layers: int)
     layer = _layer_linears(d, f, tokens) + 4 * tokens * tokens * d + _cross_attention(d, tokens)
     head = 2 * tokens * d * cfg.out_dim * patch
     plain = embed + cfg.num_layers * layer + head
-    joint_extra = (_layer_linears(d, f, ref_tokens) + _cross_attention(d, ref_tokens)
-                   + 4 * ((tokens + ref_tokens) ** 2 - tokens * tokens) * d)
+    joint_extra = (sum(_layer_linears(d, f, n) + _cross_attention(d, n) for n in refs)
+                   + 4 * ((tokens + sum(refs)) ** 2 - tokens * tokens) * d)
     return plain, plain + expert_layers * joint_extra

@@ -2,8 +2,8 @@
 reader it replaced (kept here, as the baseline: it decoded the whole video twice, single-threaded,
 and kept the chosen frames at full resolution in float32). Each run is a fresh process:
 
-    python benchmarks/reference_video.py write CLIP [SECONDS]
-    python benchmarks/reference_video.py before|after CLIP      # prints one JSON line
+    python -m benchmarks.reference_video write CLIP [SECONDS]
+    python -m benchmarks.reference_video before|after CLIP     # prints one JSON line
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def write_clip(path: Path, seconds: int, width: int = 1920, height: int = 1080, fps: int = 30):
@@ -57,7 +56,6 @@ def _rss(field: str) -> int:
 
 
 def main(argv) -> int:
-    sys.path.insert(0, str(ROOT))  # this script runs on its own, in a fresh process
     what, path = argv[0], Path(argv[1])
     if what == "write":
         write_clip(path, int(argv[2]) if len(argv) > 2 else 60)

@@ -1,16 +1,9 @@
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from helpers import Case, write_released  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "comfyui"))
-import harness  # noqa: E402
+from tools import comfy_server as harness
+from tools.checkpoints import Case, write_released
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -25,7 +25,7 @@ import av
 import pytest
 from aiohttp import web
 
-import harness
+from tools import comfy_server as harness
 from vap_batch.__main__ import main
 from vap_batch.client import ComfyClient, ServerError
 from vap_batch.jobs import read_jobs

@@ -12,9 +12,9 @@ from pathlib import Path
 import av
 import pytest
 
-import harness
-import tiny_models as tiny
-import ui_workflow
+from tools import comfy_server as harness
+from tools import tiny_names as tiny
+from tools import ui_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "tests" / "browser" / "check_workflow.mjs"

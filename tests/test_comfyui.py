@@ -1,5 +1,5 @@
 """Integration tests against a real ComfyUI with the real pack (skipped, with the reason, when no
-ComfyUI is found; see tests/comfyui/harness.py)."""
+ComfyUI is found; see tools/comfy_server.py)."""
 from __future__ import annotations
 
 import json
@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-sys.path.insert(0, str(Path(__file__).parent / "comfyui"))
-import harness  # noqa: E402
-from helpers import write_phone_clip  # noqa: E402
-import tiny_models as tiny  # noqa: E402
+from tests.helpers import write_phone_clip
+from tools import comfy_server as harness
+from tools import tiny_names as tiny
 
 NODE_IDS = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference",
             "VAPReferenceGuider")
@@ -37,8 +36,8 @@ def run_latent(server, base: Path, graph: dict):
 
 def test_golden_equality_inside_comfyui(comfy):
     root, python, base = comfy
-    proc = subprocess.run([python, str(harness.HERE / "golden_in_comfy.py"), str(root), str(base)],
-                          capture_output=True, text=True, env=harness.comfy_env(), timeout=600)
+    proc = harness.run_module(python, "tests.comfyui.golden_in_comfy", root, base, capture_output=True, text=True,
+                              timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     print(result)
@@ -319,8 +318,8 @@ def test_other_reference_sources(server, comfy):
 
 def loader_memory(comfy, mode: str) -> dict:
     root, python, base = comfy
-    proc = subprocess.run([python, str(harness.HERE / "loader_memory.py"), str(root), str(base), mode],
-                          capture_output=True, text=True, env=harness.comfy_env(), timeout=600)
+    proc = harness.run_module(python, "tests.comfyui.loader_memory", root, base, mode, capture_output=True, text=True,
+                              timeout=600)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 

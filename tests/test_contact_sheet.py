@@ -17,8 +17,7 @@ import av
 import numpy as np
 import pytest
 
-import harness
-import tiny_models as tiny
+from tools import comfy_server as harness
 from vap_batch.__main__ import main
 from vap_batch.contact_sheet import ContactSheet, write_contact_sheet
 from vap_batch.jobs import Job, read_jobs

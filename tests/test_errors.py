@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from helpers import write_released
+from tools.checkpoints import write_released
 from vap_core import (CheckpointMismatchError, CorruptCheckpointError, IncompatibleExpertError, InputError,
                       MissingShardError, NotACheckpointError, VAPTransformer, load_expert_file)
 from vap_core.export import export_expert

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from helpers import write_random_released, write_released
+from tools.checkpoints import write_random_released, write_released
 from vap_core import VAPTransformer, load_expert_file
 from vap_core.export import export_expert
 from vap_core.fingerprint import fingerprint_matches

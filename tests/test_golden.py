@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from helpers import CASES, Case, write_released
+from tools.checkpoints import CASES, Case, write_released
 from vap_core import VAPTransformer
 from vap_core.export import export_expert
 from safetensors.torch import save_file

@@ -12,7 +12,7 @@ from xml.etree import ElementTree
 
 import pytest
 
-import harness
+from tools import comfy_server as harness
 
 ROOT = Path(__file__).resolve().parent.parent
 PACK = "ComfyUI-Video-As-Prompt"
@@ -169,7 +169,7 @@ def serve_archive(comfyui, base: Path, *test_nodes: str) -> harness.Server:
         (pack / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, pack / name)
     for node in test_nodes:
-        shutil.copytree(harness.HERE / node, base / "custom_nodes" / node)
+        shutil.copytree(ROOT / "tests" / "comfyui" / node, base / "custom_nodes" / node)
     return harness.Server(*comfyui, base)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import write_phone_clip
+from tests.helpers import write_phone_clip
 from vap_core.errors import InputError
 from vap_core.frames import select_frames
 from vap_core.video import read_frames
@@ -105,8 +105,7 @@ def test_peak_memory_follows_the_output_size_not_the_source(tmp_path):
     memory grows by about the output tensor, not 49 full-resolution frames (2.35 GB in float32)."""
     path = write_video(tmp_path / "big.mp4", 20, 2000, 2000)
     script = f"""
-import json, resource, sys
-sys.path.insert(0, {str(ROOT)!r})
+import json
 from vap_core.video import read_frames
 def rss(): return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0]) * 1024
 def hwm(): return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0]) * 1024
@@ -116,7 +115,7 @@ open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark
 frames, _ = read_frames({str(path)!r}, 49, "evenly", max_side=832)
 print(json.dumps({{"growth": hwm() - before, "output": frames.numel() * frames.element_size()}}))
 """
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT)
     measured = json.loads(out.stdout)
     print(f"\npeak growth {measured['growth'] / 2**20:.0f} MiB for a {measured['output'] / 2**20:.0f} MiB output")
     assert measured["output"] == 49 * 832 * 832 * 3 * 4

@@ -1,8 +1,8 @@
 """One model evaluation through ComfyUI's sampler machinery against the paper's output.
 
-    COMFY_PYTHON golden_in_comfy.py COMFYUI_ROOT BASE_DIR
+    COMFY_PYTHON -m tests.comfyui.golden_in_comfy COMFYUI_ROOT BASE_DIR      (from the pack folder)
 
-BASE_DIR holds the tiny models (tiny_models.py) and custom_nodes/ with the pack. Loads case_comfy's
+BASE_DIR holds the tiny models (tools/tiny_models.py) and custom_nodes/ with the pack. Loads case_comfy's
 backbone with the stock UNETLoader and its released checkpoint with VAPExpertLoader, builds the
 conditioning the pack's nodes build from the case's tensors, and evaluates the model once under
 CFG (cond and uncond rows, batched and one at a time). Prints one JSON line of max abs errors."""
@@ -11,29 +11,24 @@ from __future__ import annotations
 import json
 import sys
 
-from comfy_process import start
+import torch
 
-nodes = start(sys.argv[1], sys.argv[2])
+from tools.checkpoints import Case
+from tools.comfy_process import node_classes, start
+from tools.tiny_names import EXPERT, UNET
+from vap_core import VAPTransformer
+from vap_core.expert_pass import PLACEMENTS
+from vap_core.joint_layer import missing_block_attributes
 
-import torch  # noqa: E402
-
-import comfy.clip_vision  # noqa: E402
-import comfy.latent_formats  # noqa: E402
-import comfy.samplers  # noqa: E402
-from helpers import Case  # noqa: E402
-from tiny_models import EXPERT, UNET  # noqa: E402
-import folder_paths  # noqa: E402
-from vap_core import VAPTransformer  # noqa: E402
-from vap_core.expert_pass import PLACEMENTS  # noqa: E402
-from vap_core.joint_layer import missing_block_attributes  # noqa: E402
-
-NODE = nodes.NODE_CLASS_MAPPINGS
-REFERENCE = sys.modules[NODE["VAPEncodeReference"].__module__]
+# ComfyUI's modules are imported where used: only after start() has configured ComfyUI (CPU, base folder)
 
 
 def conditioning(case_in, row, more_references=()):
     """A CONDITIONING row as CLIPTextEncode + WanImageToVideo + VAPEncodeReference would leave it;
     more_references: (ref_x, ref_context, ref_clip_fea) of further chained VAPEncodeReference nodes."""
+    import comfy.clip_vision
+    import comfy.latent_formats
+    encode = sys.modules[node_classes()["VAPEncodeReference"].__module__]
     pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, 512 - t.shape[1]))  # noqa: E731  umT5's zero padding
     x = case_in["x"]
     clip = comfy.clip_vision.Output()
@@ -43,14 +38,15 @@ def conditioning(case_in, row, more_references=()):
     options = {"concat_latent_image": comfy.latent_formats.Wan21().process_out(x[:, 20:]), "concat_mask": mask,
                "clip_vision_output": clip}
     cond = [[pad(case_in["context"][row:row + 1]), options]]
-    cond = REFERENCE.with_reference(cond, case_in["ref_x"][:1], pad(case_in["ref_context"][row:row + 1]),
+    cond = encode.with_reference(cond, case_in["ref_x"][:1], pad(case_in["ref_context"][row:row + 1]),
                                     case_in["ref_clip_fea"][row:row + 1])
     for ref_x, ref_context, ref_clip_fea in more_references:
-        cond = REFERENCE.with_reference(cond, ref_x, pad(ref_context[row:row + 1]), ref_clip_fea)
+        cond = encode.with_reference(cond, ref_x, pad(ref_context[row:row + 1]), ref_clip_fea)
     return cond
 
 
 def evaluate(model, case_in, batched: bool, calls: int = 1, more_references=()):
+    import comfy.samplers
     x16, sigma = case_in["x"][:, :16], float(case_in["t"][0]) / 1000.0
     captured = {}
 
@@ -82,6 +78,7 @@ def evaluate(model, case_in, batched: bool, calls: int = 1, more_references=()):
 def evaluate_guider(model, case_in, reference_cfg, negative_row=0, start=0.0, end=1.0, stock=False):
     """One evaluation of latent row 0 through VAPReferenceGuider (or the stock CFGGuider): the model
     output (flow) and the rows the diffusion model was called on."""
+    import comfy.samplers
     x16, sigma = case_in["x"][:1, :16], float(case_in["t"][0]) / 1000.0
     rows = []
     hook = model.model.diffusion_model.register_forward_pre_hook(lambda mod, args: rows.append(args[0].shape[0]))
@@ -90,7 +87,7 @@ def evaluate_guider(model, case_in, reference_cfg, negative_row=0, start=0.0, en
         guider.set_conds(conditioning(case_in, 0), conditioning(case_in, negative_row))
         guider.set_cfg(5.0)
     else:
-        guider = NODE["VAPReferenceGuider"].execute(model, conditioning(case_in, 0), conditioning(case_in, negative_row),
+        guider = node_classes()["VAPReferenceGuider"].execute(model, conditioning(case_in, 0), conditioning(case_in, negative_row),
                                                     5.0, reference_cfg, start, end).result[0]
     zeros = torch.zeros_like(x16)
 
@@ -102,57 +99,65 @@ def evaluate_guider(model, case_in, reference_cfg, negative_row=0, start=0.0, en
     return (x16 - denoised) / sigma, rows
 
 
-with torch.no_grad():
-    case = Case("case_comfy")
-    case_in = case.inputs()
-    plain = nodes.UNETLoader().load_unet(UNET, "default")[0]
-    expert = NODE["VAPExpertLoader"].execute(EXPERT, "default").result[0]
-    vap = NODE["VAPApplyExpert"].execute(plain, expert, -1, 0.0, 1.0).result[0]
-    off = NODE["VAPApplyExpert"].execute(plain, expert, -1, 0.3, 0.3).result[0]
-    want, want_plain = case.tensors["out.vap"], case.tensors["out.backbone"]
-    result = {"dtype": str(plain.model.get_dtype()), "expert_dtype": str(expert.model.blocks["0"].self_attn.q.weight.dtype)}
-    for name, model, reference in (("batched", vap, want), ("one_at_a_time", vap, want), ("window_empty", off, want_plain)):
-        rows = evaluate(model, case_in, batched=name != "one_at_a_time")
-        result[name] = [float((out - reference[i]).abs().max()) for i, out in enumerate(rows)]
-    result["expert_effect"] = float((want - want_plain).abs().max())
-    embeddings = []
-    hook = expert.model.patch_embedding.register_forward_hook(lambda *a: embeddings.append(1))
-    rows = evaluate(vap, case_in, batched=True, calls=3)
-    hook.remove()
-    result["three_calls"] = [float((out - want[i]).abs().max()) for i, out in enumerate(rows)]
-    result["reference_embeddings_in_a_run_of_three_calls"] = len(embeddings)
+def main(comfy_root: str, base: str):
+    nodes = start(comfy_root, base)
+    import folder_paths
+    NODE = node_classes()
+    with torch.no_grad():
+        case = Case("case_comfy")
+        case_in = case.inputs()
+        plain = nodes.UNETLoader().load_unet(UNET, "default")[0]
+        expert = NODE["VAPExpertLoader"].execute(EXPERT, "default").result[0]
+        vap = NODE["VAPApplyExpert"].execute(plain, expert, -1, 0.0, 1.0).result[0]
+        off = NODE["VAPApplyExpert"].execute(plain, expert, -1, 0.3, 0.3).result[0]
+        want, want_plain = case.tensors["out.vap"], case.tensors["out.backbone"]
+        result = {"dtype": str(plain.model.get_dtype()), "expert_dtype": str(expert.model.blocks["0"].self_attn.q.weight.dtype)}
+        for name, model, reference in (("batched", vap, want), ("one_at_a_time", vap, want), ("window_empty", off, want_plain)):
+            rows = evaluate(model, case_in, batched=name != "one_at_a_time")
+            result[name] = [float((out - reference[i]).abs().max()) for i, out in enumerate(rows)]
+        result["expert_effect"] = float((want - want_plain).abs().max())
+        embeddings = []
+        hook = expert.model.patch_embedding.register_forward_hook(lambda *a: embeddings.append(1))
+        rows = evaluate(vap, case_in, batched=True, calls=3)
+        hook.remove()
+        result["three_calls"] = [float((out - want[i]).abs().max()) for i, out in enumerate(rows)]
+        result["reference_embeddings_in_a_run_of_three_calls"] = len(embeddings)
 
-    # reference guidance on latent row 0 with its own caption as the negative too (so cfg's term is 0):
-    # the output is cond + reference_cfg * (cond - cond_noref) = out.vap[0] + r * (out.vap[0] - out.backbone[0])
-    result["guider"] = {}
-    for r in (0.5, 2.0, -1.0):
-        out, rows = evaluate_guider(vap, case_in, r)
-        expected = want[0] + r * (want[0] - want_plain[0])
-        result["guider"][str(r)] = {"error": float((out[0] - expected).abs().max()), "rows": rows}
-    # reference_cfg 0, or an empty window: the stock CFGGuider exactly, with its calls
-    stock, stock_rows = evaluate_guider(vap, case_in, 0.0, negative_row=1, stock=True)
-    for name, kwargs in (("zero", {}), ("window_closed", {"start": 0.5, "end": 0.5}), ("window_later", {"start": 0.9})):
-        out, rows = evaluate_guider(vap, case_in, 0.0 if name == "zero" else 3.0, negative_row=1, **kwargs)
-        result["guider"][name] = {"equal_to_cfg_guider": bool(torch.equal(out, stock)), "rows": rows,
-                                  "cfg_guider_rows": stock_rows}
+        # reference guidance on latent row 0 with its own caption as the negative too (so cfg's term is 0):
+        # the output is cond + reference_cfg * (cond - cond_noref) = out.vap[0] + r * (out.vap[0] - out.backbone[0])
+        result["guider"] = {}
+        for r in (0.5, 2.0, -1.0):
+            out, rows = evaluate_guider(vap, case_in, r)
+            expected = want[0] + r * (want[0] - want_plain[0])
+            result["guider"][str(r)] = {"error": float((out[0] - expected).abs().max()), "rows": rows}
+        # reference_cfg 0, or an empty window: the stock CFGGuider exactly, with its calls
+        stock, stock_rows = evaluate_guider(vap, case_in, 0.0, negative_row=1, stock=True)
+        for name, kwargs in (("zero", {}), ("window_closed", {"start": 0.5, "end": 0.5}), ("window_later", {"start": 0.9})):
+            out, rows = evaluate_guider(vap, case_in, 0.0 if name == "zero" else 3.0, negative_row=1, **kwargs)
+            result["guider"][name] = {"equal_to_cfg_guider": bool(torch.equal(out, stock)), "rows": rows,
+                                      "cfg_guider_rows": stock_rows}
 
-    # two references, as two chained VAPEncodeReference nodes leave them, against vap_core's standalone
-    # model (the paper's released checkpoint) with the same two references
-    g = torch.Generator().manual_seed(3)
-    ref_x = case_in["ref_x"][:1]
-    second = (torch.randn(1, ref_x.shape[1], 2, *ref_x.shape[3:], generator=g),
-              torch.randn(2, 7, case_in["ref_context"].shape[2], generator=g),
-              torch.randn(1, *case_in["ref_clip_fea"].shape[1:], generator=g))
-    standalone = VAPTransformer.from_checkpoint(folder_paths.get_full_path("vap", EXPERT))
-    result["two_references"] = {}
-    for placement in PLACEMENTS:
-        model = NODE["VAPApplyExpert"].execute(plain, expert, -1, 0.0, 1.0, placement).result[0]
-        rows = evaluate(model, case_in, batched=True, more_references=[second])
-        expected = standalone(
-            case_in["x"], case_in["t"], case_in["context"], case_in["clip_fea"], placement=placement,
-            ref_x=[ref_x, second[0]], ref_context=[case_in["ref_context"], second[1]],
-            ref_clip_fea=[case_in["ref_clip_fea"], second[2]])
-        result["two_references"][placement] = [float((out - expected[i]).abs().max()) for i, out in enumerate(rows)]
-    result["second_reference_effect"] = float((expected - want).abs().max())
-    result["block_attributes_missing"] = missing_block_attributes(plain.model.diffusion_model.blocks[0])
-    print(json.dumps(result))
+        # two references, as two chained VAPEncodeReference nodes leave them, against vap_core's standalone
+        # model (the paper's released checkpoint) with the same two references
+        g = torch.Generator().manual_seed(3)
+        ref_x = case_in["ref_x"][:1]
+        second = (torch.randn(1, ref_x.shape[1], 2, *ref_x.shape[3:], generator=g),
+                  torch.randn(2, 7, case_in["ref_context"].shape[2], generator=g),
+                  torch.randn(1, *case_in["ref_clip_fea"].shape[1:], generator=g))
+        standalone = VAPTransformer.from_checkpoint(folder_paths.get_full_path("vap", EXPERT))
+        result["two_references"] = {}
+        for placement in PLACEMENTS:
+            model = NODE["VAPApplyExpert"].execute(plain, expert, -1, 0.0, 1.0, placement).result[0]
+            rows = evaluate(model, case_in, batched=True, more_references=[second])
+            expected = standalone(
+                case_in["x"], case_in["t"], case_in["context"], case_in["clip_fea"], placement=placement,
+                ref_x=[ref_x, second[0]], ref_context=[case_in["ref_context"], second[1]],
+                ref_clip_fea=[case_in["ref_clip_fea"], second[2]])
+            result["two_references"][placement] = [float((out - expected[i]).abs().max()) for i, out in enumerate(rows)]
+        result["second_reference_effect"] = float((expected - want).abs().max())
+        result["block_attributes_missing"] = missing_block_attributes(plain.model.diffusion_model.blocks[0])
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

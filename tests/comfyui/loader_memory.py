@@ -2,18 +2,24 @@
 UNETLoader on the same backbone in ComfyUI's layout, VAPExpertLoader on the released checkpoint.
 Runs with ComfyUI's Python:
 
-    COMFY_PYTHON loader_memory.py COMFYUI_ROOT BASE_DIR {write,released,stock,expert:DTYPE}
+    COMFY_PYTHON -m tests.comfyui.loader_memory COMFYUI_ROOT BASE_DIR {write,released,stock,expert:DTYPE}
 
 `write` makes the random checkpoint (and its Wan-layout copy) in BASE_DIR; the others load in a
 fresh process and print one JSON line: the peak RSS added by the load and sizes, in bytes."""
 from __future__ import annotations
 
+import gc
 import json
 import sys
+import time
+from pathlib import Path
 
-from comfy_process import start
+import torch
 
-MODE = sys.argv[3]
+from tools.checkpoints import write_random_released_and_wan
+from tools.comfy_process import start
+from tools.measure import peak_rss
+
 CONFIG = {"num_attention_heads": 8, "attention_head_dim": 128, "in_channels": 36, "out_channels": 16,
           "text_dim": 4096, "image_dim": 1280, "freq_dim": 256, "ffn_dim": 4096, "num_layers": 16,
           "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "patch_size": [1, 2, 2],
@@ -26,45 +32,38 @@ def reset_peak():
         f.write("5")  # resets VmHWM to the current RSS
 
 
-nodes = start(sys.argv[1], sys.argv[2])
-from pathlib import Path  # noqa: E402
-
-import torch  # noqa: E402
-
-from helpers import peak_rss, write_random_released_and_wan  # noqa: E402
-
-base = Path(sys.argv[2])
-if MODE == "write":
-    sizes = write_random_released_and_wan(base / "models" / "vap" / NAME,
-                                          base / "models" / "diffusion_models" / f"{NAME}.safetensors", CONFIG)
-    print(json.dumps(sizes))
-    sys.exit(0)
-
-import gc  # noqa: E402
-
-import time  # noqa: E402
-
-gc.collect()
-reset_peak()
-before = peak_rss()
-began = time.perf_counter()
-with torch.no_grad():
-    if MODE.startswith("expert:"):
-        checkpoint = f"{NAME}/transformer/diffusion_pytorch_model.safetensors.index.json"
-        model, expert = None, nodes.NODE_CLASS_MAPPINGS["VAPExpertLoader"].execute(checkpoint, MODE[7:]).result[0]
-    elif MODE == "released":
-        checkpoint = f"{NAME}/transformer/diffusion_pytorch_model.safetensors.index.json"
-        model, expert = nodes.NODE_CLASS_MAPPINGS["VAPCheckpointLoader"].execute(checkpoint, "default", "default").result
-    else:
-        model, expert = nodes.UNETLoader().load_unet(f"{NAME}.safetensors", "default")[0], None
-seconds = time.perf_counter() - began
-peak = peak_rss() - before
-
-
 def size(module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters()) if module is not None else 0
 
 
-print(json.dumps({"peak_added": peak, "seconds": seconds,
-                  "model_bytes": size(model.model.diffusion_model if model is not None else None),
-                  "expert_bytes": size(expert.model if expert is not None else None)}))
+def main(comfy_root: str, base: str, mode: str):
+    nodes = start(comfy_root, base)
+    base = Path(base)
+    if mode == "write":
+        sizes = write_random_released_and_wan(base / "models" / "vap" / NAME,
+                                              base / "models" / "diffusion_models" / f"{NAME}.safetensors", CONFIG)
+        print(json.dumps(sizes))
+        return
+
+    gc.collect()
+    reset_peak()
+    before = peak_rss()
+    began = time.perf_counter()
+    with torch.no_grad():
+        if mode.startswith("expert:"):
+            checkpoint = f"{NAME}/transformer/diffusion_pytorch_model.safetensors.index.json"
+            model, expert = None, nodes.NODE_CLASS_MAPPINGS["VAPExpertLoader"].execute(checkpoint, mode[7:]).result[0]
+        elif mode == "released":
+            checkpoint = f"{NAME}/transformer/diffusion_pytorch_model.safetensors.index.json"
+            model, expert = nodes.NODE_CLASS_MAPPINGS["VAPCheckpointLoader"].execute(checkpoint, "default", "default").result
+        else:
+            model, expert = nodes.UNETLoader().load_unet(f"{NAME}.safetensors", "default")[0], None
+    seconds = time.perf_counter() - began
+    peak = peak_rss() - before
+    print(json.dumps({"peak_added": peak, "seconds": seconds,
+                      "model_bytes": size(model.model.diffusion_model if model is not None else None),
+                      "expert_bytes": size(expert.model if expert is not None else None)}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

@@ -12,12 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+from tools import tiny_names as tiny
+
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
+ROOT = HERE.parent
 API_WORKFLOW = ROOT / "workflows" / "api" / "vap_wan21_i2v_480p.json"
-sys.path.insert(0, str(HERE))
-sys.path.append(str(ROOT))  # vap_batch, for the scripts here that run on their own (demo.py, ui_workflow.py)
-import tiny_names as tiny  # noqa: E402
 
 SETUP_HINT = ("Install this pack in your ComfyUI (ComfyUI/custom_nodes/), or set COMFYUI_PATH to a ComfyUI folder "
               "(and COMFYUI_PYTHON to the Python that runs it). To give a ComfyUI source folder a CPU-only "
@@ -52,10 +51,17 @@ def prepare_base(base: Path, python: str, comfy_root: Path):
     custom.mkdir(parents=True, exist_ok=True)
     for name, target in (("ComfyUI-Video-As-Prompt", ROOT), ("vap_test_nodes", HERE / "tiny_nodes")):
         link = custom / name
+        if link.is_symlink() and link.resolve() != target.resolve():
+            link.unlink()  # left by an earlier version of the pack (its files have moved)
         if not link.exists():
             link.symlink_to(target, target_is_directory=True)
-    subprocess.run([python, str(HERE / "tiny_models.py"), str(base), str(comfy_root)], check=True,
-                   capture_output=True, text=True, env=comfy_env())
+    run_module(python, "tools.tiny_models", base, comfy_root, check=True, capture_output=True, text=True)
+
+
+def run_module(python: str, module: str, *args, **kwargs) -> subprocess.CompletedProcess:
+    """python -m MODULE ARGS from the pack folder (so `tools`, `tests` and `vap_core` import), in
+    ComfyUI's environment variables; kwargs go to subprocess.run."""
+    return subprocess.run([python, "-m", module, *map(str, args)], cwd=ROOT, env=comfy_env(), **kwargs)
 
 
 # the newest ComfyUI frontend the browser tests also run on (ComfyUI 0.3.64 pins 1.27.10); to move

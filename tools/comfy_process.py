@@ -1,17 +1,13 @@
 """Start ComfyUI inside this Python process (CPU, an isolated --base-directory) with the pack and
-the test-only loaders installed. Used by the scripts that run with ComfyUI's own Python."""
+the test-only loaders installed. Used by the scripts that run with ComfyUI's own Python (python -m, from the pack folder)."""
 from __future__ import annotations
 
 import asyncio
 import sys
-from pathlib import Path
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
 
 
 def start(comfy_root: str, base: str):
-    sys.path[:0] = [comfy_root, str(ROOT), str(ROOT / "tests")]
+    sys.path.insert(0, comfy_root)  # ComfyUI's own modules first (the pack folder also has a nodes/)
     from comfy.cli_args import args
     args.cpu = True
     args.base_directory = base  # read when folder_paths is imported, below
@@ -23,3 +19,8 @@ def start(comfy_root: str, base: str):
     if missing:
         raise RuntimeError(f"nodes not registered: {missing}; see the import errors above")
     return nodes
+
+
+def node_classes() -> dict:
+    """ComfyUI's NODE_CLASS_MAPPINGS (after start())."""
+    return sys.modules["nodes"].NODE_CLASS_MAPPINGS

@@ -1,8 +1,8 @@
 """Run Video-As-Prompt on the built-in tiny model and compare with the paper's own implementation.
 
-    python -m vap_core.demo [CASE.safetensors]
+    python -m tools.core_demo [CASE.safetensors]
 
-The default case (tests/fixtures/oracle/case_small.safetensors) holds a tiny VAP transformer with
+The default case (tests/fixtures/oracle/case_small.safetensors, the tests' golden case) holds a tiny VAP transformer with
 random weights in the released checkpoint's layout, inputs, and the outputs that the reference
 implementation computed from them. Random weights make noise, not video: this checks the math.
 """
@@ -16,35 +16,16 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from .export import export_expert
-from .model import VAPTransformer
+from tools.checkpoints import ORACLE, write_released
+from vap_core.export import export_expert
+from vap_core.model import VAPTransformer
 
-DEFAULT_CASE = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "oracle" / "case_small.safetensors"
-
-
-def write_released(folder: Path, tensors: dict, config: dict, shards: int = 1) -> Path:
-    """Write tensors as a released checkpoint: folder/transformer/config.json beside one file or shards."""
-    tdir = folder / "transformer"
-    tdir.mkdir(parents=True, exist_ok=True)
-    (tdir / "config.json").write_text(json.dumps(config))
-    names = sorted(tensors)
-    if shards == 1:
-        save_file({k: tensors[k].contiguous() for k in names}, str(tdir / "diffusion_pytorch_model.safetensors"))
-        return folder
-    weight_map = {}
-    for i in range(shards):
-        fname = f"diffusion_pytorch_model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = names[i::shards]  # interleaved, so expert and backbone tensors share every shard
-        save_file({k: tensors[k].contiguous() for k in part}, str(tdir / fname))
-        weight_map.update({k: fname for k in part})
-    (tdir / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    return folder
+DEFAULT_CASE = ORACLE / "case_small.safetensors"
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vap_core.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.core_demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("case", nargs="?", default=str(DEFAULT_CASE), help="a golden case file (default: %(default)s)")
     args = parser.parse_args(argv)
     with safe_open(args.case, "pt") as f:

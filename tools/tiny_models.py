@@ -1,43 +1,24 @@
 """Tiny random models, in the real key layouts, under the file names the shipped workflow uses,
 plus a start image and reference videos. Runs with ComfyUI's Python (it reads ComfyUI's module
-shapes):  python tiny_models.py BASE_DIR   (BASE_DIR is a ComfyUI --base-directory)."""
+shapes), from the pack folder:  python -m tools.tiny_models BASE_DIR COMFYUI_ROOT
+(BASE_DIR is a ComfyUI --base-directory)."""
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(HERE)]
+import numpy as np
+import torch
+from safetensors.torch import save_file
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from safetensors.torch import save_file  # noqa: E402
-
-from helpers import Case  # noqa: E402
-from tiny_names import *  # noqa: E402,F403  (the file names it writes; tests read them from here too)
-from vap_core.demo import write_released  # noqa: E402
+from tools.checkpoints import Case, random_like, write_released
+from tools.tiny_names import *  # noqa: F403  (the file names it writes)
 
 TINY_CLIP_VISION = {"hidden_size": 1280, "intermediate_size": 256, "num_attention_heads": 16, "num_hidden_layers": 2,
                     "image_size": 224, "patch_size": 14, "projection_dim": 64, "num_channels": 3, "hidden_act": "gelu",
                     "layer_norm_eps": 1e-5, "model_type": "clip_vision_model"}
 TEXT_VOCAB = 1024
-
-
-def random_like(shapes: dict, seed: int) -> dict:
-    """Random weights scaled by fan-in; norm scales 1, biases 0."""
-    g = torch.Generator().manual_seed(seed)
-    out = {}
-    for name, shape in shapes.items():
-        if name.endswith("bias"):
-            out[name] = torch.zeros(shape)
-        elif len(shape) <= 1 or name.endswith(("gamma", "layer_norm1.weight", "layer_norm2.weight")) or "norm" in name:
-            out[name] = torch.ones(shape)
-        else:
-            out[name] = torch.randn(shape, generator=g) / math.sqrt(max(1, math.prod(shape[1:])))
-    return {k: v.to(torch.bfloat16) for k, v in out.items()}
 
 
 def meta_shapes(build) -> dict:
@@ -132,7 +113,7 @@ def write_all(base: Path):
 if __name__ == "__main__":
     comfy_root = Path(sys.argv[2]) if len(sys.argv) > 2 else None
     if comfy_root:
-        sys.path.insert(0, str(comfy_root))
+        sys.path.insert(0, str(comfy_root))  # ComfyUI's modules, for their shapes
     from comfy.cli_args import args
     args.cpu = True  # before comfy.model_management is imported
     write_all(Path(sys.argv[1]))

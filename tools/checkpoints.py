@@ -1,0 +1,132 @@
+"""The golden cases (tests/fixtures/oracle, computed by the paper's own code) and checkpoints in the
+real layouts written from them or with random weights, for the tests, the demos and the benchmarks."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from vap_core.backbone import WanI2V
+from vap_core.config import WanConfig
+from vap_core.expert import VAPExpert
+from vap_core.keys import convert_released_name
+from vap_core.released import read_released
+from vap_core.safetensors_writer import write_streaming
+
+ORACLE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "oracle"
+CASES = ("case_small", "case_reflen", "case_comfy")
+
+
+class Case:
+    def __init__(self, name):
+        self.name = name
+        self.path = ORACLE / f"{name}.safetensors"
+        with safe_open(str(self.path), "pt") as f:
+            self.meta = f.metadata()
+            self.tensors = {k: f.get_tensor(k) for k in f.keys()}
+        self.config = json.loads(self.meta["config"])
+
+    def group(self, prefix):
+        return {k[len(prefix) + 1:]: v for k, v in self.tensors.items() if k.startswith(prefix + ".")}
+
+    def inputs(self, with_reference=True):
+        x = {k: v.float() for k, v in self.group("in").items()}
+        args = dict(x=x["x"], t=x["t"], context=x["context"], clip_fea=x["clip_fea"])
+        if with_reference:
+            args.update(ref_x=x["ref_x"], ref_context=x["ref_context"], ref_clip_fea=x["ref_clip_fea"])
+        return args
+
+
+def write_released(folder: Path, tensors: dict, config: dict, shards: int = 1) -> Path:
+    """Write tensors as a released checkpoint: folder/transformer/config.json beside one file or shards."""
+    tdir = folder / "transformer"
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / "config.json").write_text(json.dumps(config))
+    names = sorted(tensors)
+    if shards == 1:
+        save_file({k: tensors[k].contiguous() for k in names}, str(tdir / "diffusion_pytorch_model.safetensors"))
+        return folder
+    weight_map = {}
+    for i in range(shards):
+        fname = f"diffusion_pytorch_model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = names[i::shards]  # interleaved, so expert and backbone tensors share every shard
+        save_file({k: tensors[k].contiguous() for k in part}, str(tdir / fname))
+        weight_map.update({k: fname for k in part})
+    (tdir / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return folder
+
+
+def released_names(config: dict) -> list[str]:
+    """Every tensor name of a released checkpoint with this config (names taken from case_small)."""
+    template = Case("case_small").group("official")
+    layers = config["block_idx_with_mot_ref"]
+    names = set()
+    for name in template:
+        if not name.startswith("blocks."):
+            names.add(name)
+            continue
+        idx, rest = name.split(".", 2)[1:]
+        if idx != "0":
+            continue
+        expert = rest.split(".")[0].endswith("_mot_ref")
+        for i in (layers if expert else range(config["num_layers"])):
+            names.add(f"blocks.{i}.{rest}")
+    return sorted(names)
+
+
+def random_tensor(name: str, shape, generator: torch.Generator) -> torch.Tensor:
+    """One random float32 weight by the one rule every random model here follows: scaled by fan-in,
+    so activations stay in range; norm scales and vectors 1, biases 0."""
+    if name.endswith("bias"):
+        return torch.zeros(shape)
+    if len(shape) <= 1 or name.endswith(("gamma", "layer_norm1.weight", "layer_norm2.weight")) or "norm" in name:
+        return torch.ones(shape)
+    return torch.randn(shape, generator=generator) / math.sqrt(max(1, math.prod(shape[1:])))
+
+
+def random_like(shapes: dict, seed: int, dtype=torch.bfloat16) -> dict:
+    """Random weights (random_tensor) of these shapes, name -> tensor."""
+    g = torch.Generator().manual_seed(seed)
+    return {name: random_tensor(name, shape, g).to(dtype) for name, shape in shapes.items()}
+
+
+def write_random_released(folder: Path, config: dict, shards: int = 3, seed: int = 0) -> dict:
+    """A random bf16 checkpoint in the released layout, written one tensor at a time.
+    Returns {"expert_bytes": ..., "backbone_bytes": ...}."""
+    cfg = WanConfig.from_diffusers(config)
+    shapes = {"backbone": {k: tuple(v.shape) for k, v in WanI2V(cfg, device="meta").state_dict().items()},
+              "expert": {k: tuple(v.shape) for k, v in
+                         VAPExpert(cfg, config["block_idx_with_mot_ref"], device="meta").state_dict().items()}}
+    tdir = folder / "transformer"
+    tdir.mkdir(parents=True, exist_ok=True)
+    (tdir / "config.json").write_text(json.dumps(config))
+    names = released_names(config)
+    sizes = {"backbone": 0, "expert": 0}
+    spec = {}
+    for n in names:
+        part, wan = convert_released_name(n)
+        spec[n] = shapes[part][wan]
+        sizes[part] += torch.Size(spec[n]).numel() * 2
+    gen = torch.Generator().manual_seed(seed)
+    weight_map = {}
+    for i in range(shards):
+        fname = f"diffusion_pytorch_model-{i + 1:05d}-of-{shards:05d}.safetensors"
+        part = names[i::shards]
+        write_streaming(tdir / fname, [(n, torch.bfloat16, spec[n]) for n in part],
+                        lambda n: random_tensor(n, spec[n], gen).to(torch.bfloat16), {})
+        weight_map.update({n: fname for n in part})
+    (tdir / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    return {"expert_bytes": sizes["expert"], "backbone_bytes": sizes["backbone"]}
+
+
+def write_random_released_and_wan(folder: Path, wan_file: Path, config: dict, shards: int = 3) -> dict:
+    """write_random_released, plus its backbone in ComfyUI's Wan layout as one file (what the stock
+    UNETLoader reads). Returns the sizes."""
+    sizes = write_random_released(folder, config, shards)
+    tensors = read_released(folder).backbone_tensors()
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(wan_file))
+    return sizes

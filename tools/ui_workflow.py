@@ -1,0 +1,52 @@
+"""Rebuilds the shipped UI workflows (what the ComfyUI web frontend opens) from the API ones with
+ComfyUI's own frontend in headless Chromium, laid out by tools/workflow_layouts/, plus each one's
+template-browser thumbnail:
+
+    python -m tools.ui_workflow        (from the pack folder, in the pack's environment)
+
+Needs a ComfyUI (see comfy_server.find_comfyui), /usr/bin/chromium and `npm ci` in tools/browser."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from tools import comfy_server
+
+BROWSER_TOOLS = comfy_server.ROOT / "tools" / "browser"
+# UI workflow (its name is the template browser's title) -> the API workflow it is built from
+UI_WORKFLOWS = {
+    comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p.json": comfy_server.API_WORKFLOW,
+    comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - reference guidance.json":
+        comfy_server.API_WORKFLOW.with_name("vap_wan21_i2v_480p_reference_guidance.json"),
+    comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - two references.json":
+        comfy_server.API_WORKFLOW.with_name("vap_wan21_i2v_480p_two_references.json"),
+}
+
+
+def layout_of(api: Path) -> Path:
+    return comfy_server.ROOT / "tools" / "workflow_layouts" / api.name
+
+
+def main() -> int:
+    root, why = comfy_server.find_comfyui()
+    python, why2 = comfy_server.comfy_python(root) if root else (None, why)
+    if python is None:
+        print(why2, file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        comfy_server.prepare_base(Path(tmp), python, root)
+        server = comfy_server.Server(root, python, Path(tmp))
+        try:
+            for ui, api in UI_WORKFLOWS.items():
+                subprocess.run(["node", str(BROWSER_TOOLS / "build_ui_workflow.mjs"), server.url, str(api),
+                                str(layout_of(api)), str(ui), str(ui.with_suffix(".jpg"))], check=True)
+                print(f"wrote {ui} and its thumbnail")
+        finally:
+            server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
