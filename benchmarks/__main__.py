@@ -23,7 +23,8 @@ from . import core, peer
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SECTIONS = ("core", "peer", "comfy", "loading", "video", "gpu")
+SECTIONS = ("core", "peer", "comfy", "loading", "video", "gpu", "comfy_gpu")
+IN_COMFY = ("comfy", "loading", "comfy_gpu")  # the sections that run a ComfyUI
 TARGET = 1.1  # measured ratio may exceed the FLOP model's by at most 10%
 
 
@@ -80,10 +81,15 @@ def _comfy_or_skip():
 
 
 def _comfy_json(python, root, module, *args):
+    return _comfy_lines(python, root, module, *args)[-1]
+
+
+def _comfy_lines(python, root, module, *args) -> list:
+    """The JSON lines a script run with ComfyUI's Python prints."""
     proc = harness.run_module(python, module, root, *args, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-3000:])
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
 
 
 def section_comfy(args, base):
@@ -157,6 +163,33 @@ def section_gpu(args):
     gpu.run(args.repeats)
 
 
+def section_comfy_gpu(args, base):
+    print("\n## 7. The ComfyUI path at Wan 2.1 I2V 14B sizes on a GPU: stock UNETLoader (random bf16 weights), "
+          "the released expert's shape, KSampler cfg 5, 480x832x49\n")
+    if not (found := _comfy_or_skip()):
+        return
+    root, python = found
+    gpu = subprocess.run([python, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True,
+                         text=True).stdout.strip() == "True"
+    if gpu:
+        rows = _comfy_lines(python, root, "benchmarks.comfy_gpu", base, "14b")
+        rows += _comfy_lines(python, root, "benchmarks.comfy_gpu", base, "14b", 24)
+    else:
+        print("no GPU for ComfyUI's Python: the same code at a tiny size on the CPU instead (its figures only show "
+              "that it runs)\n")
+        rows = _comfy_lines(python, root, "benchmarks.comfy_gpu", base, "tiny")
+    print(f"device: {rows[0]['device']}, {rows[0]['tokens']} tokens per stream\n")
+    print("| weights / expert | VRAM limit | plain s/step | VAP s/step | measured ratio | FLOP-model ratio | "
+          "plain TFLOP/s | VAP TFLOP/s | peak VRAM GiB (VAP) | loaded / size GiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        peak = "n/a" if r["vap_peak_vram_gb"] is None else f"{r['vap_peak_vram_gb']:.1f}"
+        loaded = ", ".join(f"{name} {a:.2f}/{b:.2f}" for name, (a, b) in r["loaded"].items())
+        print(f"| {r['weights']} / {r['expert']} | {r['vram_limit_gb'] or 'none'} | {r['plain_step_s']:.2f} | "
+              f"{r['vap_step_s']:.2f} | {r['ratio']:.3f} | {r['flop_ratio']:.3f} | {r['plain_tflops']:.1f} | "
+              f"{r['vap_tflops']:.1f} | {peak} | {loaded} |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -173,11 +206,11 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="vap_bench_") as tmp:
         base = Path(tmp)
         root, python, _ = _comfy()
-        if python is not None and ({"comfy", "loading"} & set(chosen)):
+        if python is not None and (set(IN_COMFY) & set(chosen)):
             harness.prepare_base(base, python, root)
         for name in chosen:
             fn = globals()[f"section_{name}"]
-            fn(args, base) if name in ("comfy", "loading") else fn(args)
+            fn(args, base) if name in IN_COMFY else fn(args)
     return 0
 
 

@@ -38,9 +38,10 @@ def write_models(base: Path):
     return unet.name, f"{NAME}/transformer/diffusion_pytorch_model.safetensors.index.json"
 
 
-def conditioning(g, with_reference: bool):
+def conditioning(g, with_reference: bool, grid=GRID):
+    """Positive or negative as WanImageToVideo (+ VAP Encode Reference) leave it, with random tensors."""
     import comfy.clip_vision
-    f, h, w = GRID
+    f, h, w = grid
     clip = comfy.clip_vision.Output()
     clip["penultimate_hidden_states"] = torch.randn(1, 257, 1280, generator=g)
     mask = torch.ones(1, 1, f, h, w)

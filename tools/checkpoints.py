@@ -130,3 +130,22 @@ def write_random_released_and_wan(folder: Path, wan_file: Path, config: dict, sh
     tensors = read_released(folder).backbone_tensors()
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(wan_file))
     return sizes
+
+
+def write_random_wan_and_expert(wan_file: Path, expert_file: Path, cfg: WanConfig, layers, seed: int = 0) -> dict:
+    """A random bf16 Wan 2.1 I2V file in ComfyUI's layout (what the stock UNETLoader reads) and an expert
+    file in the pack's format, each written one tensor at a time (so 14B sizes fit in memory).
+    Returns their sizes in bytes."""
+    from vap_core.expert import expert_metadata
+
+    gen = torch.Generator().manual_seed(seed)
+    sizes = {}
+    for key, path, module, meta in (
+            ("backbone_bytes", wan_file, WanI2V(cfg, device="meta"), {}),
+            ("expert_bytes", expert_file, VAPExpert(cfg, layers, device="meta"),
+             expert_metadata(cfg, layers, "random weights", "", "bf16"))):
+        shapes = {name: tuple(t.shape) for name, t in module.state_dict().items()}
+        write_streaming(path, [(n, torch.bfloat16, s) for n, s in shapes.items()],
+                        lambda n: random_tensor(n, shapes[n], gen).to(torch.bfloat16), meta)
+        sizes[key] = sum(torch.Size(s).numel() * 2 for s in shapes.values())
+    return sizes

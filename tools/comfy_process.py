@@ -6,10 +6,12 @@ import asyncio
 import sys
 
 
-def start(comfy_root: str, base: str):
+def start(comfy_root: str, base: str, cpu: bool = True, reserve_vram: float | None = None):
+    """reserve_vram: ComfyUI's --reserve-vram, in GB."""
     sys.path.insert(0, comfy_root)  # ComfyUI's own modules first (the pack folder also has a nodes/)
     from comfy.cli_args import args
-    args.cpu = True
+    args.cpu = cpu
+    args.reserve_vram = reserve_vram
     args.base_directory = base  # read when folder_paths is imported, below
     import utils.install_util  # noqa: F401  (ComfyUI's utils package before comfy/utils.py shadows it)
     import nodes
