@@ -24,7 +24,8 @@ def expert_dtype(choice: str) -> torch.dtype:
 
 def load_expert_patcher(source, dtype_choice: str) -> comfy.model_patcher.ModelPatcher:
     """Read the expert's tensors only (from the pack's file or a released checkpoint: a path, or a
-    vap_core Released already read) into a ModelPatcher. Weights are cast to the compute dtype layer by layer when used (manual_cast)."""
+    vap_core Released already read) into a ModelPatcher. Weights are cast to the compute dtype layer
+    by layer when used (manual_cast)."""
     bar = comfy.utils.ProgressBar(1)
     expert, meta = load_expert(source, expert_dtype(dtype_choice), ops=comfy.ops.manual_cast,
                                progress=lambda done, total: bar.update_absolute(done, total))
