@@ -3,7 +3,7 @@
 reverse proxy in front of it (http and https) that wants a token: --ca-bundle and a certificate that
 does not verify, --header and VAP_BATCH_TOKEN and a server that refuses without them, a websocket
 dropped mid-job, prompts lost as in a server restart, output folders that cannot be written, a bad
-job list. The plain-http run against ComfyUI itself is
+job list, rows with reference guidance and a second reference. The plain-http run against ComfyUI itself is
 tests/test_comfyui.py::test_batch_runner_end_to_end_with_a_bad_row_and_a_resumed_run."""
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import aiohttp
 import av
+import numpy as np
 import pytest
 from aiohttp import web
 
@@ -46,7 +47,7 @@ class Proxy:
 
     def __init__(self, upstream: str, certificate: tuple[Path, Path]):
         self.upstream, self.certificate = upstream, certificate
-        self.prompts = self.refused = self.websockets = self.lose = 0
+        self.prompts = self.refused = self.websockets = self.lose = self.uploads = 0
         self.drop_websocket, self.dropped, self.sockets = False, False, set()
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -57,7 +58,7 @@ class Proxy:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
 
     def reset(self):
-        self.prompts = self.refused = self.websockets = self.lose = 0
+        self.prompts = self.refused = self.websockets = self.lose = self.uploads = 0
         self.drop_websocket = self.dropped = False
 
     async def _start(self) -> list[str]:
@@ -93,6 +94,7 @@ class Proxy:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self.websocket(request)
         body = await request.read()
+        self.uploads += request.method == "POST" and request.path == "/upload/image"
         if request.method == "POST" and request.path == "/prompt":
             self.prompts += 1
             if self.lose:
@@ -277,7 +279,7 @@ def run_in_process(proxy, certificate, media, out, *names, retries=1, seed=1) ->
 
     async def go():
         async with ComfyClient(proxy.https, {"Authorization": f"Bearer {TOKEN}"}, certificate[0]) as client:
-            return await run_jobs(jobs, client, json.loads((media / "workflow.json").read_text()), out, retries=retries,
+            return await run_jobs(jobs, [client], json.loads((media / "workflow.json").read_text()), out, retries=retries,
                                   job_timeout=300, progress=Progress(len(jobs), stream=log))
     return asyncio.run(go()), log.getvalue()
 
@@ -288,8 +290,9 @@ def test_prompts_lost_in_a_server_restart_are_queued_again_until_the_retries_run
     assert [r.status for r in results] == ["failed", "ok"] and proxy.prompts == 4
     assert results[0].message == ("the server lost prompt lost-2 (it is neither queued nor in its history: did the "
                                   "server restart?); gave up after 2 attempts (--retries 1)")
-    assert "the server lost prompt lost-1 (it is neither queued nor in its history: did the server restart?); " \
-           "trying again in 1 s" in log
+    assert "row 1 one on " not in log  # with a single server, its address is not repeated
+    assert "row 1 one: the server lost prompt lost-1 (it is neither queued nor in its history: did the server " \
+           "restart?); back in the list after attempt 1 of 2; trying again in 1 s" in log
     assert (tmp_path / "out" / "two.mp4").is_file() and not (tmp_path / "out" / "one.mp4").exists()
 
 
@@ -362,3 +365,50 @@ def test_a_websocket_dropped_mid_job_ends_with_the_jobs_result_not_a_new_prompt(
     assert proxy.prompts == 1
     assert "lost the progress stream (the server closed the websocket); waiting for the result" in log
     assert_one_video(tmp_path / "out")
+
+
+# ---------------------------------------------------------------- reference guidance and a second reference
+
+def write_clip(path: Path, frames: int = 12) -> Path:
+    """A small clip of moving stripes (another reference than the tiny one)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("mpeg4", rate=8)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(frames):
+            image = np.zeros((64, 64, 3), dtype=np.uint8)
+            image[:, (4 * i) % 64:(4 * i) % 64 + 16] = 255
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+def test_rows_with_reference_guidance_and_a_second_reference_make_videos_on_the_real_server(
+        proxy, tls_server, media, tmp_path, capsys, with_token):
+    write_clip(media / "lantern.mp4")
+    jobs = media / "features.csv"
+    jobs.write_text("name,reference,target,reference_caption,target_caption,seed,reference_cfg,reference_2,"
+                    "reference_2_caption\n"
+                    "guided,ref.mp4,target.png,a sneaker inflates,a horse inflates,21,2.5,,\n"
+                    "two,ref.mp4,target.png,a sneaker inflates,a horse inflates,22,,lantern.mp4,a lantern swells\n"
+                    "both,ref.mp4,target.png,a sneaker inflates,a horse inflates,23,2.5,lantern.mp4,a lantern swells\n")
+    out = tmp_path / "out"
+    assert main([str(jobs), "--out", str(out), "--server", proxy.http, "--workflow", str(media / "workflow.json")]) == 0
+    for name in ("guided", "two", "both"):
+        with av.open(str(out / f"{name}.mp4")) as video:
+            assert len(list(video.decode(video=0))) == 9
+    assert proxy.uploads == 3  # the reference, the target and the second reference, each once
+    graphs = {entry["prompt"][2]["19"]["inputs"]["filename_prefix"]: entry["prompt"][2]
+              for entry in tls_server.get("/history").values()}
+    guided, two, both = (graphs[f"vap_batch/{name}"] for name in ("guided", "two", "both"))
+    for graph, seed in ((guided, 21), (both, 23)):  # the guider, with the row's seed on the RandomNoise
+        assert graph["16"]["class_type"] == "VAPReferenceGuider" and graph["16"]["inputs"]["reference_cfg"] == 2.5
+        assert graph["21"]["inputs"]["noise_seed"] == seed and graph["17"]["inputs"]["samples"] == ["24", 0]
+    assert two["16"]["class_type"] == "KSampler" and two["16"]["inputs"]["seed"] == 22
+    for graph in (two, both):  # the second reference, uploaded under its content's name, conditions the sampler
+        assert graph["25"]["inputs"]["video"].startswith("vap_batch/") and graph["25"]["inputs"]["video"].endswith(
+            "_lantern.mp4") and graph["26"]["inputs"]["text"] == "a lantern swells"
+        assert graph["16"]["inputs"]["positive"] == ["28", 0] and graph["28"]["inputs"]["positive"] == ["15", 0]
+    assert "25" not in guided and "21" not in two
+    html = (out / "index.html").read_text()
+    assert html.count('src="../media/lantern.mp4"') == 2 and html.count("<b>reference 2:</b> a lantern swells") == 2

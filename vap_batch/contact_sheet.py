@@ -1,4 +1,4 @@
-"""OUT/index.html: a contact sheet of a batch run, one row per job (reference, target, result or error,
+"""OUT/index.html: a contact sheet of a batch run, one row per job (reference(s), target, result or error,
 captions, seed and overrides, time, server), rendered from contact_sheet.html.j2 after every row.
 
 It opens from file:// with no server and no network: media are linked where they lie, by paths
@@ -38,10 +38,11 @@ class ContactSheet:
 
 
 def write_contact_sheet(out_dir: Path, jobs: list, results: list, server: str, default_seed=None) -> Path:
-    """Render OUT/index.html for these jobs (a job without a result yet is shown as pending)."""
+    """Render OUT/index.html for these jobs (a job without a result yet is shown as pending); `server`
+    names the run's server(s), each result the one that ran its row."""
     out_dir = Path(out_dir)
     by_row = {r.row: r for r in results}
-    rows = [_row(job, by_row.get(job.row), out_dir, server, default_seed) for job in jobs]
+    rows = [_row(job, by_row.get(job.row), out_dir, default_seed) for job in jobs]
     counts = {s: sum(r["status"] == s for r in rows) for s in ("ok", "failed", "skipped", "pending")}
     html = _ENV.get_template("contact_sheet.html.j2").render(
         rows=rows, counts=counts, server=server, updated=time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -56,7 +57,7 @@ def write_contact_sheet(out_dir: Path, jobs: list, results: list, server: str, d
     return path
 
 
-def _row(job, result, out_dir: Path, server: str, default_seed) -> dict:
+def _row(job, result, out_dir: Path, default_seed) -> dict:
     output = Path(result.output) if result is not None and result.output else None
     seed = job.overrides.get("seed", default_seed)
     return {
@@ -64,10 +65,13 @@ def _row(job, result, out_dir: Path, server: str, default_seed) -> dict:
         "seconds": result.seconds if result is not None else None, "message": result.message if result is not None else "",
         "reference": _media(job.reference, out_dir, f"ref-{_key(job.reference)}"),
         "target": _media(job.target, out_dir, f"ref-{_key(job.target)}"),
+        "reference_2": _media(job.reference_2, out_dir, f"ref-{_key(job.reference_2)}") if job.reference_2 else None,
+        "reference_2_caption": job.reference_2_caption,
         "result": _media(output, out_dir, job.name) if output is not None else None,
         "reference_caption": job.reference_caption, "target_caption": job.target_caption,
         "seed": seed, "seed_is_default": "seed" not in job.overrides,
-        "settings": [(k, v) for k, v in job.overrides.items() if k != "seed"], "server": server,
+        "settings": [(k, v) for k, v in job.overrides.items() if k != "seed"],
+        "server": result.server if result is not None else "",
     }
 
 

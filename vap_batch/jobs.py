@@ -13,8 +13,11 @@ REQUIRED = ("reference", "target", "reference_caption", "target_caption")
 # per-row overrides and how to read them
 OVERRIDES = {"seed": int, "steps": int, "cfg": float, "frames": int, "width": int, "height": int,
              "negative_prompt": str, "reference_negative_prompt": str, "expert": str, "rope_delta": int,
-             "start_percent": float, "end_percent": float}
-OPTIONAL = ("name",)
+             "start_percent": float, "end_percent": float,
+             "reference_cfg": float,  # the row runs with reference guidance (the guidance workflow's sampling)
+             "reference_2_negative_prompt": str}
+SECOND_REFERENCE = ("reference_2", "reference_2_caption")  # a second reference video and its caption
+OPTIONAL = ("name", *SECOND_REFERENCE)
 
 
 class JobError(ValueError):
@@ -30,6 +33,8 @@ class Job:
     reference_caption: str
     target_caption: str
     overrides: dict = field(default_factory=dict)
+    reference_2: Path | None = None
+    reference_2_caption: str = ""
 
 
 def read_jobs(path) -> list[Job]:
@@ -96,13 +101,29 @@ def _job(number: int, row: dict, base: Path) -> Job:
             bad.append(f"{key}={value!r} is not a {'whole' if kind is int else 'finite'} number")
     if bad:
         raise JobError(f"row {number}: {'; '.join(bad)}.")
-    paths = {}
-    for key in ("reference", "target"):
-        p = Path(str(row[key]).strip()).expanduser()
-        paths[key] = p if p.is_absolute() else base / p
+    _check_second_reference(number, row, overrides)
+    paths = {key: _path(row[key], base) for key in ("reference", "target")}
     name = str(row.get("name") or "").strip() or f"{number:04d}_{paths['target'].stem}_{paths['reference'].stem}"
+    second = str(row.get("reference_2") or "").strip()
     return Job(number, _safe(name), paths["reference"], paths["target"], str(row["reference_caption"]),
-               str(row["target_caption"]), overrides)
+               str(row["target_caption"]), overrides, _path(second, base) if second else None,
+               str(row.get("reference_2_caption") or "") if second else "")
+
+
+def _check_second_reference(number: int, row: dict, overrides: dict):
+    given = [c for c in ("reference_2", "reference_2_caption") if str(row.get(c) or "").strip()]
+    if given == ["reference_2"]:
+        raise JobError(f"row {number}: reference_2 is given without reference_2_caption; give the second reference's "
+                       "caption (what it shows, as reference_caption for the first).")
+    if "reference_2" not in given and (given or "reference_2_negative_prompt" in overrides):
+        column = given[0] if given else "reference_2_negative_prompt"
+        raise JobError(f"row {number}: {column} is given without reference_2 (the second reference video); give "
+                       f"it, or leave {column} empty.")
+
+
+def _path(text, base: Path) -> Path:
+    p = Path(str(text).strip()).expanduser()
+    return p if p.is_absolute() else base / p
 
 
 def _whole(value) -> int:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import sys
@@ -16,7 +17,7 @@ from vap_core.suffixes import VIDEO_SUFFIXES  # a target with one is a video (it
 
 from .client import TRANSIENT, BadAnswer, ComfyClient, OutputError, PromptRefused, ServerError
 from .jobs import Job
-from .workflow import OUTPUT_NODE, fill
+from .workflow import OUTPUT_NODE, WorkflowError, job_graph
 
 
 class JobFailed(Exception):
@@ -35,6 +36,7 @@ class Result:
     seconds: float
     output: str
     message: str = ""
+    server: str = ""  # the one that ran it
 
 
 def finished_output(out_dir: Path, name: str) -> Path | None:
@@ -52,74 +54,192 @@ def check_output_folder(out_dir: Path):
                           "or choose another --out. Nothing was queued.") from None
 
 
-async def run_jobs(jobs: list[Job], client: ComfyClient, workflow: dict, out_dir: Path, retries: int = 3,
+async def run_jobs(jobs: list[Job], clients: list[ComfyClient], workflow: dict, out_dir: Path, retries: int = 3,
                    job_timeout: float = 3600, progress=None, sheet=None) -> list[Result]:
-    """Run the jobs one by one on an open client; a row's failure is recorded and the run goes on, but an
-    OutputError (the output folder cannot be written) or a ServerError (its certificate does not verify,
-    it refuses our credentials) stops it: every later row would fail the same way. sheet (a
-    contact_sheet.ContactSheet) is updated after every row."""
+    """Run the jobs on open clients, one job at a time on each, taken from one shared list (rows whose
+    output is there are skipped). A job whose server dies, stops answering or loses it goes back to the
+    list for any server, and its row fails after `retries` more attempts; any other failure of a row is
+    recorded and the run goes on. An OutputError (the output folder cannot be written) or a ServerError
+    (a certificate does not verify, credentials are refused) stops the run: every later row would fail
+    the same way. report.json and sheet (a contact_sheet.ContactSheet) are written after every row."""
     check_output_folder(out_dir)
     progress = progress or Progress(len(jobs))
-    results = []
+    results: list[Result] = []
+
+    def record(result: Result):
+        results.append(result)
+        progress.done(result)
+        results.sort(key=lambda r: r.row)
+        write_report(out_dir / "report.json", results)  # after every row: an interruption keeps the rest
+        if sheet is not None:
+            sheet.update(results)  # OUT/index.html
+
     try:
+        todo = []
         for job in jobs:
-            results.append(await _result(job, client, workflow, out_dir, retries, job_timeout, progress))
-            progress.done(results[-1])
-            write_report(out_dir / "report.json", results)  # after every row: an interruption keeps the rest
-            if sheet is not None:
-                sheet.update(results)  # OUT/index.html
+            existing = finished_output(out_dir, job.name)
+            if existing:
+                record(Result(job.row, job.name, "skipped", 0.0, str(existing), "output already there"))
+            else:
+                todo.append(job)
+        if todo:
+            servers = [ServerState(client, client.url if len(clients) > 1 else "") for client in clients]
+            await asyncio.gather(*(server.check(progress) for server in servers))  # before anything is queued
+            run = functools.partial(_run_one, workflow=workflow, out_dir=out_dir, timeout=job_timeout, progress=progress)
+            await _share(todo, servers, run, retries, record, progress)
     finally:
         progress.close()
     return results
 
 
-async def _result(job: Job, client, workflow: dict, out_dir: Path, retries: int, timeout: float, progress) -> Result:
-    existing = finished_output(out_dir, job.name)
-    if existing:
-        return Result(job.row, job.name, "skipped", 0.0, str(existing), "output already there")
-    start = time.monotonic()
+@dataclass(eq=False)
+class ServerState:
+    """A server's state in a run: it takes jobs while up; after a failure it is down until it answers."""
+    client: ComfyClient
+    label: str  # on its jobs' progress bars ("" with a single server)
+    up: bool = True
+    failures: int = 0  # in a row
+
+    async def check(self, progress):
+        """A certificate or credentials problem stops the run here, before anything is queued anywhere; a
+        server that does not answer yet starts as down."""
+        try:
+            await self.client.get_json("/system_stats")
+        except TRANSIENT as err:
+            self.failed()
+            progress.note(f"{self.client.url} does not answer ({err or type(err).__name__}); it takes jobs once it does")
+
+    def failed(self):
+        self.up, self.failures = False, self.failures + 1
+
+    def pause(self) -> int:
+        """Seconds before trying the server again: 1, 2, 4, ... after failures in a row, at most a minute."""
+        return min(2 ** (self.failures - 1), 60)
+
+    async def until_usable(self, servers: list["ServerState"], progress):
+        """Return once this server answers again; or, while no server is up, after its pause (the next job
+        it takes is the test, and counts as that job's attempt, so a run whose servers are all gone ends)."""
+        while not self.up:
+            await asyncio.sleep(self.pause())
+            if not any(s.up for s in servers):
+                return
+            try:
+                await self.client.get_json("/queue")
+            except TRANSIENT:
+                self.failures += 1
+                continue
+            self.up = True
+            progress.note(f"{self.client.url} answers again; it takes jobs again")
+
+    def answered(self):
+        self.up, self.failures = True, 0
+
+
+async def _share(jobs: list[Job], servers: list[ServerState], run, retries: int, record, progress):
+    """One worker per server on a shared list until every job has its result."""
+    waiting: asyncio.PriorityQueue = asyncio.PriorityQueue()  # by row: a job given back is taken before later rows
+    for job in jobs:
+        waiting.put_nowait((job.row, 0, job))
+    workers = [asyncio.create_task(_serve(s, servers, waiting, run, retries, record, progress)) for s in servers]
+    finished = asyncio.create_task(waiting.join())
     try:
-        output = await _with_retries(lambda: _run_one(job, client, workflow, out_dir, timeout, progress),
-                                     retries, progress)
-        return Result(job.row, job.name, "ok", time.monotonic() - start, str(output))
+        await asyncio.wait([finished, *workers], return_when=asyncio.FIRST_COMPLETED)
+        for worker in workers:
+            if worker.done():
+                worker.result()  # an error that stops the run: a worker only ends with one
+    finally:
+        for task in (finished, *workers):
+            task.cancel()
+        await asyncio.gather(finished, *workers, return_exceptions=True)
+
+
+async def _serve(server: ServerState, servers: list[ServerState], waiting: asyncio.PriorityQueue, run, retries: int, record,
+                 progress):
+    while True:
+        await server.until_usable(servers, progress)
+        row, attempts, job = await waiting.get()
+        try:
+            result = await _attempt(job, server, run, attempts, retries, progress)
+            if result is None:
+                waiting.put_nowait((row, attempts + 1, job))  # before task_done: the list is never empty in between
+            else:
+                record(result)
+        finally:
+            waiting.task_done()
+
+
+async def _attempt(job: Job, server: ServerState, run, attempts: int, retries: int, progress) -> Result | None:
+    """The job's result on this server, or None where it goes back to the list for another attempt."""
+    start, url = time.monotonic(), server.client.url
+
+    def result(status: str, output: str = "", message: str = "") -> Result:
+        return Result(job.row, job.name, status, time.monotonic() - start, output, message, url)
+    try:
+        output = await run(job, server)
     except (OutputError, ServerError):
         raise
-    except (JobFailed, PromptRefused) as err:
-        return Result(job.row, job.name, "failed", time.monotonic() - start, "", str(err))
+    except (BadAnswer, JobFailed, PromptRefused) as err:  # the server answered: not a connection problem
+        server.answered()
+        return result("failed", message=str(err))
+    except (PromptLost, *TRANSIENT) as err:
+        server.failed()
+        progress.drop(job.row)
+        problem = str(err) if isinstance(err, PromptLost) else f"server unreachable ({err or type(err).__name__})"
+        if attempts == retries:
+            return result("failed", message=f"{problem}; gave up after {retries + 1} attempts (--retries {retries})")
+        where, again = (f" on {url}", f"{url} is tried again") if server.label else ("", "trying again")
+        progress.note(f"row {job.row} {job.name}{where}: {problem}; back in the list after attempt {attempts + 1} "
+                      f"of {retries + 1}; {again} in {server.pause()} s")
+        return None
     except Exception as err:  # anything else is this row's failure too, never the whole run's
-        return Result(job.row, job.name, "failed", time.monotonic() - start, "", f"{type(err).__name__}: {err}")
+        return result("failed", message=f"{type(err).__name__}: {err}")
+    server.answered()
+    return result("ok", str(output))
 
 
-async def _with_retries(fn, retries: int, progress):
-    for attempt in range(retries + 1):
-        try:
-            return await fn()
-        except BadAnswer as err:  # the server answered: not a connection problem
-            raise JobFailed(str(err)) from None
-        except (PromptLost, *TRANSIENT) as err:
-            problem = str(err) if isinstance(err, PromptLost) else f"server unreachable ({err or type(err).__name__})"
-            if attempt == retries:
-                raise JobFailed(f"{problem}; gave up after {retries + 1} attempts (--retries {retries})") from None
-            wait = 2 ** attempt
-            progress.note(f"{problem}; trying again in {wait} s")
-            await asyncio.sleep(wait)
-
-
-async def _run_one(job: Job, client: ComfyClient, workflow: dict, out_dir: Path, timeout: float, progress) -> Path:
-    for what, path in (("reference", job.reference), ("target", job.target)):
-        if not path.is_file():
-            raise JobFailed(f"{what} file {path} does not exist")
-    values = {"reference": await client.upload(job.reference), "target": await _upload_target(client, job.target),
-              "reference_caption": job.reference_caption, "target_caption": job.target_caption,
+def job_values(job: Job, uploaded: dict) -> dict:
+    """The workflow fields of a row; `uploaded` holds the server's names of its media files."""
+    values = {**uploaded, "reference_caption": job.reference_caption, "target_caption": job.target_caption,
               "output_prefix": f"vap_batch/{job.name}", **job.overrides}
+    if job.reference_2 is not None:
+        values["reference_2_caption"] = job.reference_2_caption
+    return values
+
+
+def check_workflow(jobs: list[Job], workflow: dict, path) -> None:
+    """Every row's graph can be built from the workflow (the rows with reference_cfg or reference_2 add
+    nodes to it), so that a workflow unfit for some rows stops the run before anything is queued."""
+    problems: dict[str, list[int]] = {}
+    for job in jobs:
+        media = {"reference": "", "target": "", **({"reference_2": ""} if job.reference_2 is not None else {})}
+        try:
+            job_graph(workflow, job_values(job, media))
+        except WorkflowError as err:
+            problems.setdefault(str(err), []).append(job.row)
+    if problems:
+        raise WorkflowError(f"the workflow {path} cannot run some rows; nothing was queued:\n  " + "\n  ".join(
+            f"row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))}: {why}." for why, rows in problems.items()))
+
+
+async def _run_one(job: Job, server: ServerState, workflow: dict, out_dir: Path, timeout: float, progress) -> Path:
+    client = server.client
+    media = {"reference": job.reference, "target": job.target, "reference_2": job.reference_2}
+    for what, path in media.items():
+        if path is not None and not path.is_file():
+            raise JobFailed(f"{what} file {path} does not exist")
+    uploaded = {"reference": await client.upload(job.reference), "target": await _upload_target(client, job.target)}
+    if job.reference_2 is not None:
+        uploaded["reference_2"] = await client.upload(job.reference_2)
     messages = await client.websocket()  # open before queueing, so no message is missed
     try:
-        prompt_id = await client.queue(fill(workflow, values))
-        progress.start(job)
+        prompt_id = await client.queue(job_graph(workflow, job_values(job, uploaded)))
+        progress.start(job, server.label)
         try:
             await _follow(messages, job, prompt_id, timeout, progress)
         except TRANSIENT as err:  # the job is queued: follow it by polling rather than queue it again
-            progress.note(f"lost the progress stream ({err or type(err).__name__}); waiting for the result")
+            where = f" on {server.label}" if server.label else ""
+            progress.note(f"row {job.row} {job.name}{where}: lost the progress stream ({err or type(err).__name__}); "
+                          "waiting for the result")
             await _poll_until_done(client, prompt_id, timeout)
     finally:
         await messages.close()
@@ -140,7 +260,9 @@ async def _run_one(job: Job, client: ComfyClient, workflow: dict, out_dir: Path,
     return dest
 
 
-async def _poll_until_done(client: ComfyClient, prompt_id: str, timeout: float, attempts: int = 5):
+async def _poll_until_done(client: ComfyClient, prompt_id: str, timeout: float, attempts: int = 4):
+    """Wait for a queued prompt by polling; a server that does not answer `attempts` times in a row
+    (2 + 4 + 8 s apart) raises the connection error, so that the job goes back to the list."""
     deadline, failures = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
         try:
@@ -148,10 +270,10 @@ async def _poll_until_done(client: ComfyClient, prompt_id: str, timeout: float, 
             queued = await client.queued(prompt_id)
             history = await client.history(prompt_id)
             failures = 0
-        except TRANSIENT as err:
+        except TRANSIENT:
             failures += 1
             if failures >= attempts:
-                raise JobFailed(f"server unreachable while running the job: {err or type(err).__name__}") from None
+                raise
             await asyncio.sleep(2 ** failures)
             continue
         if history is not None:  # the server files a prompt in its history once it has finished
@@ -230,7 +352,8 @@ def write_report(path: Path, results: list[Result]):
 
 class Progress:
     """Progress on stderr (or `stream`): a bar for the whole list and one per running job (its sampling
-    steps), drawn by tqdm; where the stream is not a terminal (a log file, CI) plain lines instead."""
+    steps; with several servers, named after its server), drawn by tqdm; where the stream is not a
+    terminal (a log file, CI) plain lines instead."""
 
     def __init__(self, total: int, stream=None):
         self.stream, self.total, self.finished = stream or sys.stderr, total, 0
@@ -241,12 +364,14 @@ class Progress:
     def _line(self, text: str):
         tqdm.write(text, file=self.stream)  # above the bars, which are drawn again below it
 
-    def start(self, job: Job):
+    def start(self, job: Job, server: str = ""):
+        self.drop(job.row)
+        desc = f"row {job.row} {job.name}" + (f" on {server}" if server else "")
         # mininterval=0: every step the server reports is drawn (they come seconds apart, not thousands a second)
-        self.jobs[job.row] = tqdm(total=None, desc=f"row {job.row} {job.name}", unit="step", leave=False,
-                                  file=self.stream, disable=None, dynamic_ncols=True, mininterval=0)
+        self.jobs[job.row] = tqdm(total=None, desc=desc, unit="step", leave=False, file=self.stream, disable=None,
+                                  dynamic_ncols=True, mininterval=0)
         if self.overall.disable:
-            self._line(f"running: row {job.row} {job.name}")
+            self._line(f"running: {desc}")
 
     def step(self, job: Job, value: int, maximum: int):
         bar = self.jobs.get(job.row)
@@ -259,10 +384,14 @@ class Progress:
     def note(self, text: str):
         self._line(text)
 
-    def done(self, result: Result):
-        bar = self.jobs.pop(result.row, None)
+    def drop(self, row: int):
+        """Remove the row's bar (its job ended, or went back to the list)."""
+        bar = self.jobs.pop(row, None)
         if bar is not None:
             bar.close()
+
+    def done(self, result: Result):
+        self.drop(result.row)
         self.finished += 1
         detail = f" ({result.message})" if result.message else ""
         self._line(f"{result.status:>7}: row {result.row} {result.name} {result.seconds:.0f} s{detail}"

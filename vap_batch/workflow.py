@@ -1,4 +1,5 @@
-"""Filling the pack's API workflow with one job's values, by node ID and input name."""
+"""Filling the pack's API workflow with one job's values, by node ID and input name; for the rows that
+ask for them, adding reference guidance and a second reference as the pack's other workflows have them."""
 from __future__ import annotations
 
 import copy
@@ -6,6 +7,8 @@ import json
 from pathlib import Path
 
 DEFAULT_WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "api" / "vap_wan21_i2v_480p.json"
+GUIDANCE_WORKFLOW = DEFAULT_WORKFLOW.with_name("vap_wan21_i2v_480p_reference_guidance.json")
+TWO_REFERENCES_WORKFLOW = DEFAULT_WORKFLOW.with_name("vap_wan21_i2v_480p_two_references.json")
 OUTPUT_NODE = "19"  # SaveVideo
 # job field -> the (node ID, input name) pairs of workflows/api/vap_wan21_i2v_480p.json it sets
 FIELDS = {
@@ -19,32 +22,118 @@ FIELDS = {
     "start_percent": [("6", "start_percent")], "end_percent": [("6", "end_percent")],
     "output_prefix": [(OUTPUT_NODE, "filename_prefix")],
 }
+GUIDANCE_NODES = ("21", "22", "23", "24")  # RandomNoise, KSamplerSelect, BasicScheduler, SamplerCustomAdvanced
+SECOND_REFERENCE_NODES = ("25", "26", "27", "28")  # its loader, caption, negative caption, VAPEncodeReference
+# the fields of the nodes those add (the others are set before they are added, and carried over)
+ADDED_FIELDS = {"reference_cfg": [("16", "reference_cfg")], "reference_2": [("25", "video")],
+                "reference_2_caption": [("26", "text")], "reference_2_negative_prompt": [("27", "text")]}
 
 
 class WorkflowError(ValueError):
     """The workflow lacks a node or input the batch runner fills."""
 
 
-def load_workflow(path=DEFAULT_WORKFLOW) -> dict:
-    path = Path(path)
+def _read(path: Path) -> dict:
     try:
-        graph = json.loads(path.read_text())
+        graph = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise WorkflowError(f"cannot read the API workflow {path}: {err}") from None
     if not isinstance(graph, dict) or not all(isinstance(n, dict) and "class_type" in n for n in graph.values()):
         raise WorkflowError(f"{path} is not an API-format workflow (export it with 'Export (API)' in ComfyUI).")
+    return graph
+
+
+def load_workflow(path=DEFAULT_WORKFLOW) -> dict:
+    graph = _read(path)
     missing = [f"node {node} input '{name}' (for {field})" for field, targets in FIELDS.items()
                for node, name in targets if name not in graph.get(node, {}).get("inputs", {})]
     if missing:
         raise WorkflowError(f"{path} lacks what the batch runner fills: {'; '.join(missing)}. Use the pack's "
-                            "workflows/api/vap_wan21_i2v_480p.json, or keep its node IDs in yours.")
+                            "workflows/api/vap_wan21_i2v_480p.json, or keep its node IDs in yours (for reference "
+                            "guidance or a second reference, give that one and the columns reference_cfg or "
+                            "reference_2).")
     return graph
 
 
-def fill(graph: dict, values: dict) -> dict:
+def fill(graph: dict, values: dict, fields: dict = FIELDS) -> dict:
     """A copy of the workflow with each given field's inputs set."""
     out = copy.deepcopy(graph)
     for field, value in values.items():
-        for node, name in FIELDS[field]:
+        for node, name in fields[field]:
             out[node]["inputs"][name] = value
+    return out
+
+
+def job_graph(workflow: dict, values: dict) -> dict:
+    """The graph of one row: the workflow with its fields filled, then with reference guidance if the row
+    has reference_cfg and a second reference if it has reference_2 (their nodes take over what is already
+    filled: the sampler's seed, steps and cfg, the first reference's frames), and those columns filled."""
+    graph = fill(workflow, {k: v for k, v in values.items() if k in FIELDS})
+    if "reference_cfg" in values:
+        graph = with_reference_guidance(graph)
+    if "reference_2" in values:
+        graph = with_second_reference(graph)
+    return fill(graph, {k: v for k, v in values.items() if k not in FIELDS}, ADDED_FIELDS)
+
+
+def with_reference_guidance(graph: dict) -> dict:
+    """The graph sampled as workflows/api/vap_wan21_i2v_480p_reference_guidance.json samples: its
+    VAPReferenceGuider in place of the KSampler 16 and its nodes 21-24, which take over the KSampler's
+    inputs and settings; what read the KSampler's latent reads the new sampler's (24)."""
+    sampler = graph.get("16", {})
+    if sampler.get("class_type") != "KSampler":
+        raise WorkflowError(f"reference guidance replaces the KSampler 16 by the reference guider, and node 16 here "
+                            f"is {sampler.get('class_type', 'missing')}")
+    _check_free(graph, GUIDANCE_NODES, "reference guidance")
+    ks, template = sampler["inputs"], _read(GUIDANCE_WORKFLOW)
+    out = _rewired(graph, "16", "24")
+    out["16"] = _node(template["16"], model=ks["model"], positive=ks["positive"], negative=ks["negative"], cfg=ks["cfg"])
+    out["21"] = _node(template["21"], noise_seed=ks["seed"])
+    out["22"] = _node(template["22"], sampler_name=ks["sampler_name"])
+    out["23"] = _node(template["23"], model=ks["model"], scheduler=ks["scheduler"], steps=ks["steps"],
+                      denoise=ks["denoise"])
+    out["24"] = _node(template["24"], latent_image=ks["latent_image"])
+    return out
+
+
+def with_second_reference(graph: dict) -> dict:
+    """The graph with a second reference as workflows/api/vap_wan21_i2v_480p_two_references.json has
+    it: that workflow's nodes 25-28 load, caption and encode it with the inputs of the first's (nodes 14,
+    10, 20 and 15: the same frames, text encoder, fit), the encoder 28 chained after the first's 15, and
+    what read 15's conditioning reads 28's."""
+    for node, kind in (("10", "CLIPTextEncode"), ("14", "VAPLoadReferenceVideo"), ("15", "VAPEncodeReference"),
+                       ("20", "CLIPTextEncode")):
+        if graph.get(node, {}).get("class_type") != kind:
+            raise WorkflowError(f"a second reference is loaded and encoded like the first, by copies of nodes 10, "
+                                f"14, 15 and 20, and node {node} here is "
+                                f"{graph.get(node, {}).get('class_type', 'missing')}, not {kind}")
+    _check_free(graph, SECOND_REFERENCE_NODES, "a second reference")
+    template, out = _read(TWO_REFERENCES_WORKFLOW), _rewired(graph, "15", "28")
+    for node, like in (("25", "14"), ("26", "10"), ("27", "20"), ("28", "15")):
+        out[node] = {**copy.deepcopy(template[node]), "inputs": copy.deepcopy(graph[like]["inputs"])}
+    out["28"]["inputs"].update(positive=["15", 0], negative=["15", 1], reference=["25", 0],
+                               reference_positive=["26", 0], reference_negative=["27", 0])
+    return out
+
+
+def _check_free(graph: dict, nodes: tuple, what: str):
+    taken = [n for n in nodes if n in graph]
+    if taken:
+        raise WorkflowError(f"{what} adds nodes {nodes[0]}-{nodes[-1]}, and this workflow already has node(s) "
+                            f"{', '.join(taken)}; renumber those in yours")
+
+
+def _node(template: dict, **inputs) -> dict:
+    node = copy.deepcopy(template)
+    node["inputs"].update(inputs)
+    return node
+
+
+def _rewired(graph: dict, old: str, new: str) -> dict:
+    """A copy where every input linked to an output of node `old` links to the same output of `new`."""
+    out = copy.deepcopy(graph)
+    for node in out.values():
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) and len(value) == 2 and value[0] == old:
+                node["inputs"][name] = [new, value[1]]
     return out
