@@ -18,7 +18,7 @@ grep -v -E '^(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > "$C
 SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cp "$(dirname "$0")/torchvision_cpu_shim.py" "$SITE/torchvision_cpu_shim.py"
 echo "import torchvision_cpu_shim" > "$SITE/torchvision_cpu_shim.pth"
-# the newest frontend the browser tests also run on (harness.NEWEST_FRONTEND), beside ComfyUI's pinned one
-FRONTEND="$(sed -n 's/^NEWEST_FRONTEND = "\(.*\)"/\1/p' "$(dirname "$0")/harness.py")"
+# the newest frontend the browser tests also run on (tools/comfy_server.py: NEWEST_FRONTEND), beside ComfyUI's pinned one
+FRONTEND="$(sed -n 's/^NEWEST_FRONTEND = "\(.*\)"/\1/p' "$(dirname "$0")/../../tools/comfy_server.py")"
 "$VPY" -m pip install -q --no-deps --target "$COMFY/.venv/frontend-$FRONTEND" "comfyui-frontend-package==$FRONTEND"
 (cd "$COMFY" && "$VPY" -c "import torchvision, aiohttp, comfy.options; print('ComfyUI environment ready:', '$VPY')")
