@@ -145,6 +145,9 @@ def test_the_pass_refuses_layers_out_of_order(model, case_small):
         vap_pass.layer(2, model.backbone.blocks[2], Stream(None, None, None, None, 0))
     with pytest.raises(InputError, match=r"layers \[0, 2, 5\] never ran"):
         vap_pass.finish()
+    vap_pass._next = len(model.expert.layers)  # as after a whole model call
+    with pytest.raises(InputError, match="VAP expert layer 5 ran when every expert layer had run"):
+        vap_pass.layer(5, model.backbone.blocks[5], Stream(None, None, None, None, 0))
 
 
 def test_block_attributes():

@@ -70,8 +70,9 @@ class ExpertPass:
         layers = self.expert.layers
         expected = layers[self._next] if self._next < len(layers) else None
         if index != expected:
+            due = f"layer {expected} was due" if expected is not None else "every expert layer had run"
             raise InputError(
-                f"VAP expert layer {index} ran when layer {expected} was due (expert layers {list(layers)}): another "
+                f"VAP expert layer {index} ran when {due} (expert layers {list(layers)}): another "
                 "patch skips, repeats or reorders the model's blocks, which would put the reference out of step. "
                 "Skip Layer Guidance and the like work on the other layers: choose layers without an expert block.")
         if self._next == 0 and missing_block_attributes(block):
