@@ -31,9 +31,6 @@ class ReferenceCond(comfy.conds.CONDRegular):
     rows meant to run without a reference (the reference guider's cond_noref). Rows batch together
     only when their references have the same count and sizes."""
 
-    def __init__(self, rows: tuple):
-        super().__init__(rows)
-
     def process_cond(self, batch_size, **kwargs):
         return ReferenceCond(self.cond * batch_size)
 
@@ -51,17 +48,21 @@ def _shapes(references):
     return None if references is None else tuple(r.x.shape for r in references)
 
 
-def add_reference(conditioning, reference: EncodedReference):
-    """CONDITIONING rows that also carry `reference`, after the ones they carry already."""
+def _with_references(conditioning, references):
+    """The conditioning's rows, each carrying references(the tuple it carries now, or ())."""
     out = []
     for tokens, options in conditioning:
-        previous = options.get("model_conds", {}).get(COND_KEY)
-        rows = (previous.cond[0] if previous is not None else ()) + (reference,)
-        out.append([tokens, {**options, "model_conds": {**options.get("model_conds", {}), COND_KEY: ReferenceCond((rows,))}}])
+        model_conds = options.get("model_conds", {})
+        previous = model_conds[COND_KEY].cond[0] if COND_KEY in model_conds else ()
+        out.append([tokens, {**options, "model_conds": {**model_conds, COND_KEY: ReferenceCond((references(previous),))}}])
     return out
+
+
+def add_reference(conditioning, reference: EncodedReference):
+    """CONDITIONING rows that also carry `reference`, after the ones they carry already."""
+    return _with_references(conditioning, lambda previous: previous + (reference,))
 
 
 def without_reference(conditioning):
     """The conditioning's rows with the references taken out (marked, so the expert stays quiet)."""
-    return [[tokens, {**options, "model_conds": {**options.get("model_conds", {}), COND_KEY: ReferenceCond((None,))}}]
-            for tokens, options in conditioning]
+    return _with_references(conditioning, lambda previous: None)
