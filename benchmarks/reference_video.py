@@ -2,7 +2,7 @@
 reader it replaced (kept here, as the baseline: it decoded the whole video twice, single-threaded,
 and kept the chosen frames at full resolution in float32). Each run is a fresh process:
 
-    python -m benchmarks.reference_video write CLIP [SECONDS]
+    python -m benchmarks.reference_video write CLIP SECONDS phone|ultrafast
     python -m benchmarks.reference_video before|after CLIP     # prints one JSON line
 """
 from __future__ import annotations
@@ -12,20 +12,30 @@ import sys
 import time
 from pathlib import Path
 
+# Two H.264 clips of FFmpeg's moving test pattern at 1080p30:
+CLIPS = {
+    # as a phone records: High profile, a keyframe every second, no B-frames, 16 Mb/s, with sensor-like noise
+    "phone": (",noise=alls=10:allf=t", {"preset": "veryfast", "x264-params": "keyint=30:min-keyint=30:bframes=0:scenecut=0"},
+              16_000_000),
+    # x264's fastest setting: Constrained Baseline, a keyframe every 250 frames, every frame a reference,
+    # so every frame up to the last chosen one must be decoded
+    "ultrafast": ("", {"preset": "ultrafast"}, 0),
+}
 
 
-def write_clip(path: Path, seconds: int, width: int = 1920, height: int = 1080, fps: int = 30):
-    """A moving gradient, H.264 yuv420p (what a phone or an editor writes)."""
+def write_clip(path: Path, seconds: int, kind: str):
     import av
-    import numpy as np
-    ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
-    rows = np.linspace(0, 127, height, dtype=np.float32)[:, None, None]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(seconds * fps):
-            image = ((ramp + rows + 4 * i) % 256).repeat(3, axis=2).astype(np.uint8)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+    noise, options, bit_rate = CLIPS[kind]
+    with av.open(f"testsrc2=size=1920x1080:rate=30:duration={seconds}{noise}", format="lavfi") as source, \
+            av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30, options=options)
+        stream.width, stream.height, stream.pix_fmt = 1920, 1080, "yuv420p"
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        for frame in source.decode(video=0):
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.pict_type = None, av.video.frame.PictureType.NONE  # lavfi's "I" would force keyframes
+            out.mux(stream.encode(frame))
         out.mux(stream.encode())
 
 
@@ -58,7 +68,7 @@ def _rss(field: str) -> int:
 def main(argv) -> int:
     what, path = argv[0], Path(argv[1])
     if what == "write":
-        write_clip(path, int(argv[2]) if len(argv) > 2 else 60)
+        write_clip(path, int(argv[2]), argv[3])
         return 0
     import torch  # noqa: F401  (loaded before the baseline RSS, as in ComfyUI)
     import av  # noqa: F401

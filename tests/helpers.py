@@ -9,14 +9,16 @@ import numpy as np
 
 
 def write_phone_clip(path: Path, matrix) -> Path:
-    """A 3-frame clip stored 64x32 with its top rows white, whose mp4 track display matrix (a, b, c, d)
-    says how to show it, as a phone writes a portrait clip: (0, 1, -1, 0) turns it 90 degrees clockwise."""
+    """A 3-frame clip stored 64x32 with its top rows white and its left columns grey (so any turn or
+    mirror shows), whose mp4 track display matrix (a, b, c, d) says how to show it, as a phone writes a
+    portrait clip: (0, 1, -1, 0) turns it 90 degrees clockwise."""
     with av.open(str(path), "w") as out:
         stream = out.add_stream("libx264", rate=16, options={"crf": "10"})
         stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
         for _ in range(3):
             image = np.zeros((32, 64, 3), np.uint8)
             image[:4] = 255
+            image[4:, :4] = 128
             out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         out.mux(stream.encode())
     data = bytearray(path.read_bytes())
@@ -26,3 +28,10 @@ def write_phone_clip(path: Path, matrix) -> Path:
     data[at:at + 36] = struct.pack(">9i", a, b, 0, c, d, 0, 0, 0, 1 << 30)
     path.write_bytes(bytes(data))
     return path
+
+
+def edges(frame) -> tuple[str, str]:
+    """Which edge of a frame of write_phone_clip's (H, W) in 0..1 is white, and which grey."""
+    sides = {"left": frame[:, :2], "right": frame[:, -2:], "top": frame[:2], "bottom": frame[-2:]}
+    means = {side: float(pixels.mean()) for side, pixels in sides.items()}
+    return max(means, key=means.get), next(side for side, mean in means.items() if 0.35 < mean < 0.65)

@@ -11,9 +11,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from tests.helpers import write_phone_clip
+from tests.helpers import edges, write_phone_clip
 from vap_core.errors import InputError
 from vap_core.frames import select_frames
 from vap_core.video import read_frames
@@ -45,6 +46,34 @@ def test_the_chosen_frames_are_exactly_the_selected_indices(tmp_path, mode, seed
     assert frame_numbers(frames) == select_frames(30, 9, mode, seed)
 
 
+def write_moving(path: Path, x264_params: str) -> Path:
+    """64 frames of a random texture sliding left, 128x96: every frame differs and refers to others."""
+    texture = np.random.default_rng(0).integers(0, 256, (96, 256, 3), np.uint8)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=16, options={"x264-params": x264_params})
+        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
+        for i in range(64):
+            image = np.ascontiguousarray(texture[:, 2 * i:2 * i + 128])
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("gop", ["closed", "open"])  # open: B-frames shown before their keyframe refer to the run before
+def test_frames_decoded_from_their_keyframe_equal_a_full_decode(tmp_path, gop):
+    """A keyframe every 8 frames and B-frames: only the runs up to each chosen frame are decoded, and
+    each chosen frame is exactly what decoding the whole clip gives."""
+    path = write_moving(tmp_path / f"{gop}.mp4", f"keyint=8:min-keyint=8:scenecut=0:bframes=3:open-gop={int(gop == 'open')}")
+    with av.open(str(path)) as container:
+        every = [torch.from_numpy(f.to_ndarray(format="rgb24")).float() / 255 for f in container.decode(video=0)]
+    for mode, count, seed in [("evenly", 5, 0), ("random", 20, 1), ("random", 20, 2), ("first", 3, 0), ("evenly", 64, 0)]:
+        decoded = []
+        frames, _ = read_frames(path, count, mode, seed, check_interrupt=lambda: decoded.append(1))
+        assert torch.equal(frames, torch.stack([every[i] for i in select_frames(64, count, mode, seed)])), (mode, seed)
+        if (mode, count) == ("evenly", 5):
+            assert len(decoded) < 32  # the runs up to frames 0, 16, 32, 47 and 63 (21 or 25 here), not 64
+
+
 def test_an_animated_gif_and_frames_scaled_down_to_max_side(tmp_path):
     images = [Image.new("RGB", (200, 100), (8 * i,) * 3) for i in range(12)]
     images[0].save(tmp_path / "a.gif", save_all=True, append_images=images[1:], duration=50, loop=0)
@@ -55,18 +84,38 @@ def test_an_animated_gif_and_frames_scaled_down_to_max_side(tmp_path):
     assert big.shape == (3, 48, 160, 3)
 
 
-@pytest.mark.parametrize("matrix,white", [
-    ((0, 1, -1, 0), "right"),   # stored landscape, shown turned 90 degrees clockwise (ffprobe: rotation -90)
-    ((0, -1, 1, 0), "left"),    # turned 90 degrees counter-clockwise (rotation 90, i.e. 270)
-    ((-1, 0, 0, -1), "bottom"),  # upside down (rotation 180)
+@pytest.mark.parametrize("matrix,white,grey", [  # where ffmpeg's autorotate shows each edge (checked)
+    ((1, 0, 0, 1), "top", "left"),       # as stored
+    ((0, 1, -1, 0), "right", "top"),     # shown turned 90 degrees clockwise (ffprobe: rotation -90): a portrait clip
+    ((0, -1, 1, 0), "left", "bottom"),   # turned 90 degrees counter-clockwise (rotation 90)
+    ((-1, 0, 0, -1), "bottom", "right"),  # upside down (rotation 180)
+    ((-1, 0, 0, 1), "top", "right"),     # mirrored left-right (a front camera)
+    ((1, 0, 0, -1), "bottom", "left"),   # mirrored top-bottom
+    ((0, 1, 1, 0), "left", "top"),       # turned and mirrored
+    ((0, -1, -1, 0), "right", "bottom"),
 ])
-def test_frames_come_out_as_players_show_them(tmp_path, matrix, white):
-    """A clip stored 64x32 with its top rows white; the display matrix says how to show it."""
+def test_frames_come_out_as_players_show_them(tmp_path, matrix, white, grey):
+    """A clip stored 64x32, top rows white and left columns grey; the display matrix says how to show it."""
     frames, _ = read_frames(write_phone_clip(tmp_path / "phone.mp4", matrix), 3)
     frame = frames[0, :, :, 0]
-    assert frame.shape == ((32, 64) if white == "bottom" else (64, 32))
-    edges = {"left": frame[:, :2], "right": frame[:, -2:], "top": frame[:2], "bottom": frame[-2:]}
-    assert {side for side, pixels in edges.items() if float(pixels.mean()) > 0.8} == {white}
+    assert frame.shape == ((32, 64) if white in ("top", "bottom") else (64, 32))
+    assert edges(frame) == (white, grey)
+
+
+@pytest.mark.parametrize("orientation,white,grey", [(6, "right", "top"), (3, "bottom", "right"), (2, "top", "right")])
+def test_an_animated_webp_is_shown_with_its_exif_orientation(tmp_path, orientation, white, grey):
+    """EXIF orientation 6: turned 90 degrees clockwise; 3: upside down; 2: mirrored left-right."""
+    images = []
+    for i in range(4):
+        image = np.zeros((32, 64, 3), np.uint8)
+        image[:4], image[4:, :4], image[10:20, 20:40] = 255, 128, 10 * i  # the write_phone_clip pattern, moving
+        images.append(Image.fromarray(image))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    images[0].save(tmp_path / "o.webp", save_all=True, append_images=images[1:], duration=50, exif=exif.tobytes(),
+                   lossless=True)
+    frames, _ = read_frames(tmp_path / "o.webp", 3)
+    assert edges(frames[0, :, :, 0]) == (white, grey)
 
 
 def test_a_still_image_is_not_a_reference_video(tmp_path):

@@ -1,9 +1,10 @@
-"""Reading a reference video file: its frames are counted without decoding, then decoded once; only
-the selected frames are converted, each scaled down to `max_side` as soon as it is kept, so memory
+"""Reading a reference video file: its frames are counted without decoding, then only what the chosen
+frames need is decoded, in one pass; only the chosen frames are converted, each scaled down to `max_side` as soon as it is kept, so memory
 follows the output (frames x output size), not the source."""
 from __future__ import annotations
 
 import logging
+import struct
 from pathlib import Path
 from typing import Callable
 
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, ImageSequence
 
+from .decode_plan import Packet, packets_to_decode
 from .errors import InputError
 from .frames import select_frames
 
@@ -37,31 +39,31 @@ def read_frames(path, count: int, mode: str = "evenly", seed: int = 0, max_side:
     slots = {}  # frame index -> its places in the output ("evenly" repeats frames of a short video)
     for place, index in enumerate(indices):
         slots.setdefault(index, []).append(place)
-    out, done, seen = None, 0, 0
-    decoded = video.frames()
+    out, done = None, 0
+    decoded = video.frames(set(slots))
     try:
-        for i in range(total):
-            frame = _readable(path, lambda: next(decoded, None))
-            if frame is None:
+        while True:
+            shown = _readable(path, lambda: next(decoded, None))
+            if shown is None:
                 break
-            seen += 1
             if check_interrupt:
                 check_interrupt()  # may raise (ComfyUI's interrupt): not a file problem, so not wrapped
-            if i in slots:
+            index, frame = shown
+            if index in slots:
                 array = torch.from_numpy(_readable(path, lambda: video.to_array(frame, max_side)))
                 if out is None:  # the output, filled frame by frame: no full-size or second copy
                     out = torch.empty((count, *array.shape), dtype=torch.float32)
-                out[slots[i]] = array.float().div_(255.0)
+                out[slots.pop(index)] = array.float().div_(255.0)
                 done += 1
                 if progress:
-                    progress(done, len(slots))
-                if done == len(slots):
+                    progress(done, done + len(slots))
+                if not slots:
                     break  # nothing after the last chosen frame is decoded
     finally:
         decoded.close()  # closes the file
-    if done < len(slots):
-        raise InputError(f"{path.name} lists {total} frames but only {seen} could be decoded (a truncated or "
-                         "damaged file). Re-export the video, or choose fewer frames.")
+    if slots:
+        raise InputError(f"{path.name} lists {total} frames but frame {min(slots)} could not be decoded (a "
+                         "truncated or damaged file). Re-export the video, or choose fewer frames.")
     return out, video.fps
 
 
@@ -83,11 +85,22 @@ def _scaled(width: int, height: int, max_side: int | None) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
+# The display matrix's (a, b, c, d) by sign -> np.rot90's quarter turns, then whether to mirror left-right:
+# the frame as players show it (each of the eight checked against ffmpeg's autorotate)
+_ORIENTATIONS = {
+    (1, 0, 0, 1): (0, False), (0, 1, -1, 0): (3, False), (0, -1, 1, 0): (1, False), (-1, 0, 0, -1): (2, False),
+    (-1, 0, 0, 1): (0, True), (1, 0, 0, -1): (2, True), (0, 1, 1, 0): (3, True), (0, -1, -1, 0): (1, True),
+}
+
+
 class _AvReader:
-    """Container formats through FFmpeg (PyAV), decoded with FFmpeg's own threads."""
+    """Container formats through FFmpeg (PyAV), decoded with FFmpeg's own threads. Only the packets the
+    chosen frames need are decoded (decode_plan), and frames nothing refers to are skipped by the
+    decoder itself unless chosen."""
 
     def __init__(self, path: Path):
         self.path = path
+        self.orientation = None
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise InputError(f"{path.name} has no video stream.")
@@ -95,31 +108,76 @@ class _AvReader:
             self.fps = float(stream.average_rate or stream.guessed_rate or 16)
 
     def count(self) -> int:
-        # One packet per frame for the codecs people use (H.264/HEVC/VP8/VP9/AV1/ProRes); counting
-        # packets reads the file but decodes nothing, unlike stream.frames, which many files leave 0.
+        # Read from the packets, decoding nothing (stream.frames is 0 in many files): one packet per frame
+        # for the codecs people use (H.264/HEVC/VP8/VP9/AV1/ProRes), its display place from its timestamp.
         with av.open(str(self.path)) as container:
             stream = container.streams.video[0]
-            return sum(1 for packet in container.demux(stream) if packet.size)
+            found = [(p.pts, p.is_keyframe, p.is_discard) for p in container.demux(stream) if p.size]
+        shown = sorted(pts for pts, _, discard in found if not discard)
+        self.frame_at = {pts: i for i, pts in enumerate(shown)}
+        if None in self.frame_at or len(self.frame_at) < len(shown):  # no usable timestamps: decode it all
+            self.packets = None
+            return len(found)
+        self.packets = [Packet(None if discard else self.frame_at[pts], key) for pts, key, discard in found]
+        return len(shown)
 
-    def frames(self):
+    def frames(self, wanted: set[int]):
+        """(display index, frame) for each frame decoded, in display order."""
         with av.open(str(self.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
-            yield from container.decode(stream)
+            if self.packets is None:
+                yield from enumerate(container.decode(stream))
+                return
+            codec, decoding, started = stream.codec_context, False, False
+            demuxed = (packet for packet in container.demux(stream) if packet.size)
+            for packet, planned, needed in zip(demuxed, self.packets, packets_to_decode(self.packets, wanted)):
+                if not needed:
+                    if decoding:  # the end of a run: what the decoder still holds comes out
+                        yield from self._shown(stream.decode(None))
+                        decoding = False
+                    continue
+                if not decoding and started:
+                    codec.flush_buffers()  # the next run starts afresh at its keyframe, as after a seek
+                decoding = started = True
+                codec.skip_frame = "DEFAULT" if planned.frame in wanted else "NONREF"
+                yield from self._shown(stream.decode(packet))
+            if decoding:
+                yield from self._shown(stream.decode(None))
+
+    def _shown(self, frames):
+        for frame in frames:
+            if frame.pts in self.frame_at:
+                yield self.frame_at[frame.pts], frame
 
     def to_array(self, frame, max_side):
+        if self.orientation is None:
+            self.orientation = self._orientation(frame)
+        quarter_turns, mirrored = self.orientation
         width, height = _scaled(frame.width, frame.height, max_side)
         rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
-        # the container's display rotation (a phone's portrait clip is stored landscape), as players show it;
-        # FFmpeg gives it counter-clockwise, as np.rot90 turns
-        quarter_turns = round(frame.rotation / 90) % 4
-        if quarter_turns:
-            if not getattr(self, "_told", False):
-                self._told = True
-                logging.info("VAP: %s is stored rotated; turning its frames by %d degrees, as players show it",
-                             self.path.name, -frame.rotation)
-            rgb = np.ascontiguousarray(np.rot90(rgb, quarter_turns))
+        if quarter_turns or mirrored:
+            rgb = np.rot90(rgb, quarter_turns)
+            rgb = np.ascontiguousarray(rgb[:, ::-1] if mirrored else rgb)
         return rgb
+
+    def _orientation(self, frame) -> tuple[int, bool]:
+        """How to turn the stored frame to show it as players do (a phone stores a portrait clip landscape)."""
+        matrix = frame.side_data.get("DISPLAYMATRIX")
+        if matrix is None:
+            return 0, False
+        m = struct.unpack("=9i", bytes(matrix))
+        signs = tuple(int(np.sign(v)) for v in (m[0], m[1], m[3], m[4]))
+        if signs not in _ORIENTATIONS:
+            logging.warning("VAP: %s asks to be shown turned by %.0f degrees; only quarter turns are applied, "
+                            "so its frames are used as stored", self.path.name, -frame.rotation)
+            return 0, False
+        quarter_turns, mirrored = _ORIENTATIONS[signs]
+        if quarter_turns or mirrored:
+            logging.info("VAP: %s is stored %s; its frames are turned as players show them (%d degrees "
+                         "clockwise%s)", self.path.name, "rotated" if quarter_turns else "mirrored",
+                         (4 - quarter_turns) % 4 * 90, ", mirrored" if mirrored else "")
+        return quarter_turns, mirrored
 
 
 class _PilReader:
@@ -135,9 +193,9 @@ class _PilReader:
         with Image.open(self.path) as image:
             return getattr(image, "n_frames", 1)
 
-    def frames(self):
+    def frames(self, wanted: set[int]):
         with Image.open(self.path) as image:
-            yield from ImageSequence.Iterator(image)
+            yield from enumerate(ImageSequence.Iterator(image))
 
     def to_array(self, frame, max_side):
         rgb = ImageOps.exif_transpose(frame.convert("RGB"))  # its EXIF orientation, where it has one
