@@ -59,18 +59,22 @@ def write_moving(path: Path, x264_params: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("gop", ["closed", "open"])  # open: B-frames shown before their keyframe refer to the run before
-def test_frames_decoded_from_their_keyframe_equal_a_full_decode(tmp_path, gop):
+@pytest.mark.parametrize("name,open_gop", [
+    ("closed.mp4", 0),
+    ("open.mkv", 1),  # open GOP: B-frames shown before their keyframe refer to the run before
+    ("b_frames.avi", 0),  # AVI has no display times: decoded whole, in the decoder's order
+])
+def test_frames_decoded_from_their_keyframe_equal_a_full_decode(tmp_path, name, open_gop):
     """A keyframe every 8 frames and B-frames: only the runs up to each chosen frame are decoded, and
     each chosen frame is exactly what decoding the whole clip gives."""
-    path = write_moving(tmp_path / f"{gop}.mp4", f"keyint=8:min-keyint=8:scenecut=0:bframes=3:open-gop={int(gop == 'open')}")
+    path = write_moving(tmp_path / name, f"keyint=8:min-keyint=8:scenecut=0:bframes=3:open-gop={open_gop}")
     with av.open(str(path)) as container:
         every = [torch.from_numpy(f.to_ndarray(format="rgb24")).float() / 255 for f in container.decode(video=0)]
     for mode, count, seed in [("evenly", 5, 0), ("random", 20, 1), ("random", 20, 2), ("first", 3, 0), ("evenly", 64, 0)]:
         decoded = []
         frames, _ = read_frames(path, count, mode, seed, check_interrupt=lambda: decoded.append(1))
         assert torch.equal(frames, torch.stack([every[i] for i in select_frames(64, count, mode, seed)])), (mode, seed)
-        if (mode, count) == ("evenly", 5):
+        if (mode, count) == ("evenly", 5) and not name.endswith(".avi"):
             assert len(decoded) < 32  # the runs up to frames 0, 16, 32, 47 and 63 (21 or 25 here), not 64
 
 

@@ -1,6 +1,6 @@
 """Reading a reference video file: its frames are counted without decoding, then only what the chosen
-frames need is decoded, in one pass; only the chosen frames are converted, each scaled down to `max_side` as soon as it is kept, so memory
-follows the output (frames x output size), not the source."""
+frames need is decoded, in one pass; only the chosen frames are converted, each scaled down to
+`max_side` as soon as it is kept, so memory follows the output (frames x output size), not the source."""
 from __future__ import annotations
 
 import logging
@@ -113,9 +113,12 @@ class _AvReader:
         with av.open(str(self.path)) as container:
             stream = container.streams.video[0]
             found = [(p.pts, p.is_keyframe, p.is_discard) for p in container.demux(stream) if p.size]
-        shown = sorted(pts for pts, _, discard in found if not discard)
+            # AVI keeps frames in decode order without their display times: B-frames are put in order only
+            # by decoding, so such a file is decoded whole
+            timed = container.format.name != "avi"
+        shown = sorted(pts for pts, _, discard in found if not discard) if timed else []
         self.frame_at = {pts: i for i, pts in enumerate(shown)}
-        if None in self.frame_at or len(self.frame_at) < len(shown):  # no usable timestamps: decode it all
+        if not timed or None in self.frame_at or len(self.frame_at) < len(shown):  # no usable timestamps
             self.packets = None
             return len(found)
         self.packets = [Packet(None if discard else self.frame_at[pts], key) for pts, key, discard in found]
