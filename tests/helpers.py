@@ -4,23 +4,19 @@ from __future__ import annotations
 import struct
 from pathlib import Path
 
-import av
 import numpy as np
+
+from tools.clips import write_clip
 
 
 def write_phone_clip(path: Path, matrix) -> Path:
     """A 3-frame clip stored 64x32 with its top rows white and its left columns grey (so any turn or
     mirror shows), whose mp4 track display matrix (a, b, c, d) says how to show it, as a phone writes a
     portrait clip: (0, 1, -1, 0) turns it 90 degrees clockwise."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=16, options={"crf": "10"})
-        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
-        for _ in range(3):
-            image = np.zeros((32, 64, 3), np.uint8)
-            image[:4] = 255
-            image[4:, :4] = 128
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode())
+    image = np.zeros((32, 64, 3), np.uint8)
+    image[:4] = 255
+    image[4:, :4] = 128
+    write_clip(path, [image] * 3, options={"crf": "10"})
     data = bytearray(path.read_bytes())
     at = data.index(b"tkhd") + 4
     at += 4 + (32 if data[at] == 1 else 20) + 8 + 8  # version/flags, times/id/duration, reserved, layer/volume

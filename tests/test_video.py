@@ -2,7 +2,6 @@
 interrupt and progress, and memory that follows the output size, not the source's."""
 from __future__ import annotations
 
-import fractions
 import json
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import torch
 from PIL import Image
 
 from tests.helpers import edges, write_phone_clip
+from tools.clips import write_clip
 from vap_core.errors import InputError
 from vap_core.frames import select_frames
 from vap_core.video import read_frames
@@ -22,16 +22,10 @@ from vap_core.video import read_frames
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: int = 16):
+def write_video(path: Path, frames: int, width: int = 64, height: int = 48) -> Path:
     """Frame i is a flat grey of level 8 * i (so a decoded frame tells which one it was)."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps, options={"preset": "ultrafast", "crf": "10"})
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for i in range(frames):
-            image = np.full((height, width, 3), 8 * i % 256, np.uint8)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode())
-    return path
+    return write_clip(path, (np.full((height, width, 3), 8 * i % 256, np.uint8) for i in range(frames)),
+                      options={"preset": "ultrafast", "crf": "10"})
 
 
 def frame_numbers(frames) -> list[int]:
@@ -49,14 +43,7 @@ def test_the_chosen_frames_are_exactly_the_selected_indices(tmp_path, mode, seed
 def write_moving(path: Path, x264_params: str) -> Path:
     """64 frames of a random texture sliding left, 128x96: every frame differs and refers to others."""
     texture = np.random.default_rng(0).integers(0, 256, (96, 256, 3), np.uint8)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=16, options={"x264-params": x264_params})
-        stream.width, stream.height, stream.pix_fmt = 128, 96, "yuv420p"
-        for i in range(64):
-            image = np.ascontiguousarray(texture[:, 2 * i:2 * i + 128])
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode())
-    return path
+    return write_clip(path, (texture[:, 2 * i:2 * i + 128] for i in range(64)), options={"x264-params": x264_params})
 
 
 @pytest.mark.parametrize("name,open_gop", [
@@ -175,28 +162,12 @@ print(json.dumps({{"growth": hwm() - before, "output": frames.numel() * frames.e
     assert measured["growth"] <= measured["output"] + 200 * 2**20
 
 
-def write_coded(path: Path, codec: str, pix_fmt: str, alpha: bool = False, durations_ms=None):
-    """Frame i a flat grey of level 8 * i, as `codec` stores it; `durations_ms` makes it variable-rate."""
-    base = fractions.Fraction(1, 1000)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream(codec, rate=16)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, pix_fmt
-        if durations_ms:
-            stream.codec_context.time_base = stream.time_base = base
-        t = 0
-        for i in range(9):
-            image = np.full((48, 64, 4 if alpha else 3), 8 * i, np.uint8)
-            if alpha:
-                image[..., 3] = 100
-            frame = av.VideoFrame.from_ndarray(image, format="rgba" if alpha else "rgb24")
-            if durations_ms:
-                frame.pts, frame.time_base = t, base
-                t += durations_ms[i % len(durations_ms)]
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
-    return path
+def write_coded(path: Path, codec: str, pix_fmt: str, alpha: bool = False, durations_ms=None) -> Path:
+    """Frame i a flat grey of level 8 * i (alpha 100 where it has one), as `codec` stores it."""
+    images = [np.full((48, 64, 4 if alpha else 3), 8 * i, np.uint8) for i in range(9)]
+    for image in images:
+        image[..., 3:] = 100
+    return write_clip(path, images, codec, pix_fmt, durations_ms=durations_ms)
 
 
 @pytest.mark.parametrize("name,codec,pix_fmt,alpha", [

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from tools.checkpoints import Case, random_like, write_released
+from tools.clips import write_clip
 from tools.tiny_names import *  # noqa: F403  (the file names it writes)
 
 TINY_CLIP_VISION = {"hidden_size": 1280, "intermediate_size": 256, "num_attention_heads": 16, "num_hidden_layers": 2,
@@ -69,17 +70,10 @@ def write_videos(input_dir: Path):
     (input_dir / NOT_A_VIDEO).write_bytes(b"this is not a video file\n" * 10)
 
 
-def write_video(path: Path, frames: int, seed: int, fps: int = 16):
-    import av
+def write_video(path: Path, frames: int, seed: int):
     g = np.random.default_rng(seed)
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=fps)
-        stream.width = stream.height = SIZE
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            image = np.clip(g.normal(128, 60, (SIZE, SIZE, 3)) + i * 8, 0, 255).astype(np.uint8)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode())
+    write_clip(path, (np.clip(g.normal(128, 60, (SIZE, SIZE, 3)) + i * 8, 0, 255).astype(np.uint8)
+                      for i in range(frames)))
 
 
 def write_all(base: Path):
