@@ -451,3 +451,19 @@ def test_a_server_named_twice_is_refused(tmp_path, capsys):
     assert main([str(jobs), "--out", str(tmp_path / "out"), "--server", "http://a:1", "--server", "http://a:1/"]) == 2
     assert capsys.readouterr().err == ("error: --server http://a:1 is given twice; name each server once (it runs one "
                                        "job at a time).\n")
+
+
+@pytest.mark.parametrize("codec,max_width,size", [("png", None, (64, 32)), ("mjpeg", 20, (40, 20))])
+def test_a_video_targets_first_frame_and_a_poster_stand_as_players_show_them(tmp_path, codec, max_width, size):
+    """A portrait phone clip (stored 64x32, shown turned 90 degrees clockwise) gives an upright still."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.helpers import edges, write_phone_clip
+    from vap_batch.first_frame import write_first_frame
+    clip = write_phone_clip(tmp_path / "phone.mp4", (0, 1, -1, 0))
+    still = tmp_path / f"still.{codec}"
+    assert write_first_frame(clip, still, codec, max_width)
+    image = np.asarray(Image.open(still).convert("L")) / 255
+    assert image.shape == size
+    assert edges(image) == ("right", "top")

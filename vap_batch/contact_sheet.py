@@ -15,6 +15,7 @@ from pathlib import Path
 import jinja2
 
 from .client import OutputError
+from .first_frame import write_first_frame
 from .workflow import FIELDS
 
 POSTERS = ".posters"
@@ -100,20 +101,10 @@ def _poster(video: Path, poster: Path) -> Path | None:
     try:
         if poster.is_file() and poster.stat().st_mtime >= video.stat().st_mtime:
             return poster
-        import av
-        with av.open(str(video)) as container:
-            frame = next(container.decode(video=0), None)
-        if frame is None:
-            return None
-        width = min(POSTER_WIDTH, frame.width) // 2 * 2 or 2
-        height = max(2, round(frame.height * width / frame.width / 2) * 2)
         poster.parent.mkdir(exist_ok=True)
         partial = poster.with_name(poster.name + ".partial")
-        with av.open(str(partial), "w", format="image2") as out:
-            stream = out.add_stream("mjpeg")
-            stream.width, stream.height, stream.pix_fmt = width, height, "yuvj420p"
-            out.mux(stream.encode(frame.reformat(width=width, height=height, format="yuvj420p")))
-            out.mux(stream.encode())
+        if not write_first_frame(video, partial, "mjpeg", POSTER_WIDTH):
+            return None
         os.replace(partial, poster)
         return poster
     except Exception:  # not a video, unreadable, unwritable: the page shows it without a poster

@@ -16,6 +16,7 @@ from tqdm import tqdm
 from vap_core.suffixes import VIDEO_SUFFIXES  # a target with one is a video (its first frame is used), and an output
 
 from .client import TRANSIENT, BadAnswer, ComfyClient, OutputError, PromptRefused, ServerError
+from .first_frame import write_first_frame
 from .jobs import Job
 from .workflow import OUTPUT_NODE, WorkflowError, job_graph
 
@@ -296,21 +297,13 @@ async def _finished_history(client: ComfyClient, prompt_id: str, wait: float = 3
 
 
 async def _upload_target(client: ComfyClient, target: Path) -> str:
-    """Images upload as they are; of a video, its first frame is used."""
+    """Images upload as they are; of a video, its first frame is used, as players show it."""
     if target.suffix.lower() not in VIDEO_SUFFIXES:
         return await client.upload(target)
-    import av
-    with av.open(str(target)) as container:
-        frame = next(container.decode(video=0), None)
-    if frame is None:
-        raise JobFailed(f"target video {target} has no frames")
     with tempfile.TemporaryDirectory() as tmp:
         png = Path(tmp) / f"{target.stem}_first_frame.png"
-        with av.open(str(png), "w", format="image2") as out:  # a PNG written by av itself
-            stream = out.add_stream("png")
-            stream.width, stream.height, stream.pix_fmt = frame.width, frame.height, "rgb24"
-            out.mux(stream.encode(frame.reformat(format="rgb24")))
-            out.mux(stream.encode())
+        if not write_first_frame(target, png, "png"):
+            raise JobFailed(f"target video {target} has no frames")
         return await client.upload(png)
 
 

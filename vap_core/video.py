@@ -3,8 +3,6 @@ frames need is decoded, in one pass; only the chosen frames are converted, each 
 `max_side` as soon as it is kept, so memory follows the output (frames x output size), not the source."""
 from __future__ import annotations
 
-import logging
-import struct
 from pathlib import Path
 from typing import Callable
 
@@ -16,6 +14,7 @@ from PIL import Image, ImageOps, ImageSequence
 from .decode_plan import Packet, packets_to_decode
 from .errors import InputError
 from .frames import select_frames
+from .orientation import as_shown, orientation
 
 _PIL_SUFFIXES = (".gif", ".webp")  # animated images: FFmpeg's webp decoder has no animation support
 
@@ -85,14 +84,6 @@ def _scaled(width: int, height: int, max_side: int | None) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-# The display matrix's (a, b, c, d) by sign -> np.rot90's quarter turns, then whether to mirror left-right:
-# the frame as players show it (each of the eight checked against ffmpeg's autorotate)
-_ORIENTATIONS = {
-    (1, 0, 0, 1): (0, False), (0, 1, -1, 0): (3, False), (0, -1, 1, 0): (1, False), (-1, 0, 0, -1): (2, False),
-    (-1, 0, 0, 1): (0, True), (1, 0, 0, -1): (2, True), (0, 1, 1, 0): (3, True), (0, -1, -1, 0): (1, True),
-}
-
-
 class _AvReader:
     """Container formats through FFmpeg (PyAV), decoded with FFmpeg's own threads. Only the packets the
     chosen frames need are decoded (decode_plan), and frames nothing refers to are skipped by the
@@ -155,32 +146,9 @@ class _AvReader:
 
     def to_array(self, frame, max_side):
         if self.orientation is None:
-            self.orientation = self._orientation(frame)
-        quarter_turns, mirrored = self.orientation
+            self.orientation = orientation(frame, self.path.name)
         width, height = _scaled(frame.width, frame.height, max_side)
-        rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
-        if quarter_turns or mirrored:
-            rgb = np.rot90(rgb, quarter_turns)
-            rgb = np.ascontiguousarray(rgb[:, ::-1] if mirrored else rgb)
-        return rgb
-
-    def _orientation(self, frame) -> tuple[int, bool]:
-        """How to turn the stored frame to show it as players do (a phone stores a portrait clip landscape)."""
-        matrix = frame.side_data.get("DISPLAYMATRIX")
-        if matrix is None:
-            return 0, False
-        m = struct.unpack("=9i", bytes(matrix))
-        signs = tuple(int(np.sign(v)) for v in (m[0], m[1], m[3], m[4]))
-        if signs not in _ORIENTATIONS:
-            logging.warning("VAP: %s asks to be shown turned by %.0f degrees; only quarter turns are applied, "
-                            "so its frames are used as stored", self.path.name, -frame.rotation)
-            return 0, False
-        quarter_turns, mirrored = _ORIENTATIONS[signs]
-        if quarter_turns or mirrored:
-            logging.info("VAP: %s is stored %s; its frames are turned as players show them (%d degrees "
-                         "clockwise%s)", self.path.name, "rotated" if quarter_turns else "mirrored",
-                         (4 - quarter_turns) % 4 * 90, ", mirrored" if mirrored else "")
-        return quarter_turns, mirrored
+        return as_shown(frame.to_ndarray(format="rgb24", width=width, height=height), self.orientation)
 
 
 class _PilReader:
