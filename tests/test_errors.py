@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from tools.checkpoints import write_released
 from vap_core import (CheckpointMismatchError, CorruptCheckpointError, IncompatibleExpertError, InputError,
-                      MissingShardError, NotACheckpointError, VAPTransformer, load_expert_file)
+                      MissingShardError, NotACheckpointError, VAPTransformer, load_expert)
 from vap_core.export import export_expert
 from vap_core.expert import VAPExpert
 
@@ -74,7 +74,7 @@ def test_pickle_is_never_loaded(tmp_path):
         with pytest.raises(NotACheckpointError, match="pickle"):
             VAPTransformer.from_checkpoint(path)
     with pytest.raises(NotACheckpointError, match="pickle"):
-        load_expert_file(bad)
+        load_expert(bad)
     assert not BOMB_MARKER.exists()
 
 
@@ -88,7 +88,7 @@ def test_pickle_named_safetensors_is_recognised_and_never_loaded(case_small, tmp
         bad.write_bytes(pickle.dumps(_Bomb()))
     else:
         torch.save({"w": torch.zeros(2), "x": _Bomb()}, bad, _use_new_zipfile_serialization=fmt.endswith("zip"))
-    for load in (VAPTransformer.from_checkpoint, load_expert_file):
+    for load in (VAPTransformer.from_checkpoint, load_expert):
         with pytest.raises(NotACheckpointError, match="is a pickle-format file .*; it was never loaded"):
             load(bad)
     assert not BOMB_MARKER.exists()
@@ -118,8 +118,8 @@ def test_wrongly_shaped_tensor(case_small, tmp_path):
 def test_expert_file_check(case_small, tmp_path):
     wan = tmp_path / "wan.safetensors"
     save_file(case_small.group("comfy_backbone"), str(wan))
-    with pytest.raises(NotACheckpointError, match="not a VAP expert file"):
-        load_expert_file(wan)
+    with pytest.raises(NotACheckpointError, match="is not a VAP expert: .*it is a Wan diffusion model"):
+        load_expert(wan)
     other = tmp_path / "other.safetensors"
     save_file({"a": torch.zeros(2)}, str(other))
     with pytest.raises(NotACheckpointError, match="not a Wan 2.1 image-to-video"):
@@ -160,7 +160,7 @@ def test_missing_path(tmp_path):
     with pytest.raises(MissingShardError, match="does not exist"):
         VAPTransformer.from_checkpoint(tmp_path / "nowhere")
     with pytest.raises(MissingShardError, match="does not exist"):
-        load_expert_file(tmp_path / "nowhere.safetensors")
+        load_expert(tmp_path / "nowhere.safetensors")
 
 
 def test_truncated_and_damaged_files(case_small, released_small, tmp_path):
@@ -177,7 +177,7 @@ def test_truncated_and_damaged_files(case_small, released_small, tmp_path):
     export_expert(released_small, expert)
     expert.write_bytes(expert.read_bytes()[:-100])
     with pytest.raises(CorruptCheckpointError):
-        load_expert_file(expert)
+        load_expert(expert)
 
 
 def test_header_that_claims_more_than_the_file_holds_is_refused_before_mapping(tmp_path, monkeypatch):
@@ -188,7 +188,7 @@ def test_header_that_claims_more_than_the_file_holds_is_refused_before_mapping(t
     monkeypatch.setattr(checkpoint, "safe_open", lambda *a, **k: pytest.fail("the file was mapped"))
     with pytest.raises(CorruptCheckpointError,
                        match="its header says it holds 34000000000 bytes of tensors, but the file holds only 64"):
-        load_expert_file(path)
+        load_expert(path)
 
 
 @pytest.mark.parametrize("config, message", [

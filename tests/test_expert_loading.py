@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 from tools.checkpoints import Case, write_released
 from vap_core.errors import NotACheckpointError
-from vap_core.expert import load_expert, load_expert_file
+from vap_core.expert import load_expert
 from vap_core.export import export_expert
 from vap_core.released import read_released
 
@@ -24,7 +24,7 @@ def test_expert_from_the_released_checkpoint_equals_the_exported_file(comfy_rele
     export_expert(folder, tmp_path / "expert.safetensors", "fp32")
     index = folder / "transformer" / "diffusion_pytorch_model.safetensors.index.json"
     from_release, meta = load_expert(index)
-    from_file, file_meta = load_expert_file(tmp_path / "expert.safetensors")
+    from_file, file_meta = load_expert(tmp_path / "expert.safetensors")
     a, b = from_release.state_dict(), from_file.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert meta["backbone_fingerprint"] == file_meta["backbone_fingerprint"]

@@ -10,7 +10,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from tools.checkpoints import write_random_released, write_released
-from vap_core import VAPTransformer, load_expert_file
+from vap_core import VAPTransformer, load_expert
 from vap_core.export import export_expert
 from vap_core.fingerprint import fingerprint_matches
 from vap_core.keys import convert_released_name
@@ -68,7 +68,7 @@ def test_fp8_stores_matrices_as_float8(case_comfy, tmp_path):
 def test_fingerprint_recognises_its_backbone(case_small, case_comfy, released_small, tmp_path):
     out = tmp_path / "e.safetensors"
     export_expert(released_small, out)
-    _, meta = load_expert_file(out)
+    _, meta = load_expert(out)
     own = case_small.group("comfy_backbone")
     other = case_comfy.group("comfy_backbone")
     fp = meta["backbone_fingerprint"]

@@ -3,7 +3,7 @@
 The names below load on first use, so that a torch-free submodule (suffixes) imports without torch."""
 import importlib
 
-_WHERE = {"WanConfig": "config", "VAPExpert": "expert", "load_expert_file": "expert", "WanI2V": "backbone",
+_WHERE = {"WanConfig": "config", "VAPExpert": "expert", "load_expert": "expert", "WanI2V": "backbone",
           "load_wan_file": "backbone", "VAPTransformer": "model",
           **{name: "errors" for name in ("VAPError", "NotACheckpointError", "MissingShardError", "CorruptCheckpointError",
                                          "CheckpointMismatchError", "IncompatibleExpertError", "InputError")}}

@@ -107,19 +107,6 @@ def load_expert(src, dtype=torch.float32, ops=nn, progress=None) -> tuple[VAPExp
     return source.load(dtype, ops, progress), source.metadata(DTYPE_NAMES[dtype])
 
 
-def load_expert_file(path, dtype=torch.float32, ops=nn, progress=None) -> tuple[VAPExpert, dict]:
-    """The pack's expert-only file (not a released checkpoint). Returns (expert, metadata)."""
-    tensors = TensorSource([path])
-    if tensors.metadata.get("format") != FORMAT:
-        hint = (" It looks like a released checkpoint file: load its folder with from_checkpoint, or "
-                "export the expert with `python -m vap_core.export`."
-                if any("_mot_ref" in n for n in tensors.names()) else
-                " Export one from the released checkpoint with `python -m vap_core.export SRC DST`.")
-        raise NotACheckpointError(f"{path} is not a VAP expert file (no '{FORMAT}' metadata).{hint}")
-    source = _file_source(path, tensors)
-    return source.load(dtype, ops, progress), tensors.metadata
-
-
 def _looks_like(names) -> str:
     if any(n.endswith("head.modulation") for n in names):
         return " (it is a Wan diffusion model: load that with the stock Load Diffusion Model node)"

@@ -9,7 +9,7 @@ from .backbone import WanI2V, load_wan_file
 from .checkpoint import load_strict
 from .config import WanConfig
 from .errors import InputError
-from .expert import VAPExpert, expert_source, load_expert_file
+from .expert import VAPExpert, expert_source, load_expert
 from .host import TORCH_HOST
 from .embedding import REFERENCE_TIMESTEP, embed_reference, embed_stream
 from .expert_pass import ExpertPass
@@ -47,10 +47,11 @@ class VAPTransformer(nn.Module):
 
     @classmethod
     def from_files(cls, wan_path, expert_path=None, dtype=torch.float32) -> "VAPTransformer":
-        """Pair a Wan 2.1 I2V file in ComfyUI's layout with the pack's expert-only file."""
+        """Pair a Wan 2.1 I2V file in ComfyUI's layout with an expert: the pack's expert-only file, or any
+        source expert.load_expert takes."""
         if expert_path is None:
             return cls(load_wan_file(wan_path, dtype), None)
-        expert, _ = load_expert_file(expert_path, dtype)
+        expert, _ = load_expert(expert_path, dtype)
         where = f"expert {expert_path} paired with {wan_path}"
         # the fit is checked on the backbone's shapes, before its weights are read
         backbone = load_wan_file(wan_path, dtype, num_heads=expert.cfg.num_heads,
