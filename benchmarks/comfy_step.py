@@ -17,7 +17,7 @@ import torch
 from benchmarks.core import alternate
 from benchmarks.flops import call_flops
 from tools.checkpoints import write_random_released_and_wan
-from tools.comfy_process import node_classes, start
+from tools.comfy_process import i2v_conditioning, node_classes, start
 from vap_core.config import WanConfig
 
 # ComfyUI's modules are imported where used: only after start() has configured ComfyUI (CPU, base folder)
@@ -40,19 +40,11 @@ def write_models(base: Path):
 
 def conditioning(g, with_reference: bool, grid=GRID):
     """Positive or negative as WanImageToVideo (+ VAP Encode Reference) leave it, with random tensors."""
-    import comfy.clip_vision
     f, h, w = grid
-    clip = comfy.clip_vision.Output()
-    clip["penultimate_hidden_states"] = torch.randn(1, 257, 1280, generator=g)
-    mask = torch.ones(1, 1, f, h, w)
-    mask[:, :, 0] = 0.0
-    cond = [[torch.randn(1, 512, 4096, generator=g), {"concat_latent_image": torch.randn(1, 16, f, h, w, generator=g),
-                                                       "concat_mask": mask, "clip_vision_output": clip}]]
-    if with_reference:
-        encode = sys.modules[node_classes()["VAPEncodeReference"].__module__]
-        cond = encode.with_reference(cond, torch.randn(1, 36, f, h, w, generator=g),
-                                     torch.randn(1, 512, 4096, generator=g), torch.randn(1, 257, 1280, generator=g))
-    return cond
+    references = [(torch.randn(1, 36, f, h, w, generator=g), torch.randn(1, 512, 4096, generator=g),
+                   torch.randn(1, 257, 1280, generator=g))] if with_reference else []
+    return i2v_conditioning(torch.randn(1, 512, 4096, generator=g), torch.randn(1, 257, 1280, generator=g),
+                            torch.randn(1, 16, f, h, w, generator=g), references)
 
 
 def main(comfy_root: str, base: str, repeats: str):

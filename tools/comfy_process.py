@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import torch
+
 
 def start(comfy_root: str, base: str, cpu: bool = True, reserve_vram: float | None = None):
     """reserve_vram: ComfyUI's --reserve-vram, in GB."""
@@ -26,3 +28,18 @@ def start(comfy_root: str, base: str, cpu: bool = True, reserve_vram: float | No
 def node_classes() -> dict:
     """ComfyUI's NODE_CLASS_MAPPINGS (after start())."""
     return sys.modules["nodes"].NODE_CLASS_MAPPINGS
+
+
+def i2v_conditioning(context, clip_fea, concat_latent, references=()):
+    """One CONDITIONING row as CLIPTextEncode + WanImageToVideo leave it (the start image in latent frame
+    0), then each of `references` ((ref_x, ref_context, ref_clip_fea)) added as VAP Encode Reference does."""
+    import comfy.clip_vision
+    clip = comfy.clip_vision.Output()
+    clip["penultimate_hidden_states"] = clip_fea
+    mask = torch.ones_like(concat_latent[:1, :1])
+    mask[:, :, 0] = 0.0  # WanImageToVideo's mask: 0 where the start image is given
+    cond = [[context, {"concat_latent_image": concat_latent, "concat_mask": mask, "clip_vision_output": clip}]]
+    encode = sys.modules[node_classes()["VAPEncodeReference"].__module__]
+    for ref_x, ref_context, ref_clip_fea in references:
+        cond = encode.with_reference(cond, ref_x, ref_context, ref_clip_fea)
+    return cond

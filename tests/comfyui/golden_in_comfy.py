@@ -14,7 +14,7 @@ import sys
 import torch
 
 from tools.checkpoints import Case
-from tools.comfy_process import node_classes, start
+from tools.comfy_process import i2v_conditioning, node_classes, start
 from tools.tiny_names import EXPERT, UNET
 from vap_core import VAPTransformer
 from vap_core.expert_pass import PLACEMENTS
@@ -26,23 +26,12 @@ from vap_core.joint_layer import missing_block_attributes
 def conditioning(case_in, row, more_references=()):
     """A CONDITIONING row as CLIPTextEncode + WanImageToVideo + VAPEncodeReference would leave it;
     more_references: (ref_x, ref_context, ref_clip_fea) of further chained VAPEncodeReference nodes."""
-    import comfy.clip_vision
     import comfy.latent_formats
-    encode = sys.modules[node_classes()["VAPEncodeReference"].__module__]
     pad = lambda t: torch.nn.functional.pad(t, (0, 0, 0, 512 - t.shape[1]))  # noqa: E731  umT5's zero padding
-    x = case_in["x"]
-    clip = comfy.clip_vision.Output()
-    clip["penultimate_hidden_states"] = case_in["clip_fea"][row:row + 1]
-    mask = torch.ones_like(x[:1, :1])
-    mask[:, :, 0] = 0.0  # WanImageToVideo's mask: 0 where the start image is given
-    options = {"concat_latent_image": comfy.latent_formats.Wan21().process_out(x[:, 20:]), "concat_mask": mask,
-               "clip_vision_output": clip}
-    cond = [[pad(case_in["context"][row:row + 1]), options]]
-    cond = encode.with_reference(cond, case_in["ref_x"][:1], pad(case_in["ref_context"][row:row + 1]),
-                                    case_in["ref_clip_fea"][row:row + 1])
-    for ref_x, ref_context, ref_clip_fea in more_references:
-        cond = encode.with_reference(cond, ref_x, pad(ref_context[row:row + 1]), ref_clip_fea)
-    return cond
+    references = [(case_in["ref_x"][:1], pad(case_in["ref_context"][row:row + 1]), case_in["ref_clip_fea"][row:row + 1])]
+    references += [(ref_x, pad(ref_context[row:row + 1]), ref_clip_fea) for ref_x, ref_context, ref_clip_fea in more_references]
+    return i2v_conditioning(pad(case_in["context"][row:row + 1]), case_in["clip_fea"][row:row + 1],
+                            comfy.latent_formats.Wan21().process_out(case_in["x"][:, 20:]), references)
 
 
 def evaluate(model, case_in, batched: bool, calls: int = 1, more_references=()):
