@@ -17,6 +17,9 @@ from .frames import select_frames
 from .orientation import as_shown, orientation
 
 _PIL_SUFFIXES = (".gif", ".webp")  # animated images: FFmpeg's webp decoder has no animation support
+# FFmpeg decoders that read skip_frame anew for each frame, so a frame nothing refers to can be skipped
+# unless chosen (libdav1d, for one, reads it once when opened: a chosen frame would never come out)
+_SKIPS_EACH_FRAME = ("h264", "hevc")
 
 
 def read_frames(path, count: int, mode: str = "evenly", seed: int = 0, max_side: int | None = None,
@@ -134,7 +137,8 @@ class _AvReader:
                 if not decoding and started:
                     codec.flush_buffers()  # the next run starts afresh at its keyframe, as after a seek
                 decoding = started = True
-                codec.skip_frame = "DEFAULT" if planned.frame in wanted else "NONREF"
+                if codec.name in _SKIPS_EACH_FRAME:
+                    codec.skip_frame = "DEFAULT" if planned.frame in wanted else "NONREF"
                 yield from self._shown(stream.decode(packet))
             if decoding:
                 yield from self._shown(stream.decode(None))
