@@ -10,6 +10,6 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import torch, pytest, pat
   python3 -m venv .venv
   # CPU torch, pinned: an unpinned torch (or torchvision) would pull gigabytes of CUDA wheels.
   .venv/bin/pip install --quiet torch==2.13.0
-  .venv/bin/pip install --quiet -r requirements.txt pytest pathspec
+  .venv/bin/pip install --quiet -r requirements.txt pytest pathspec==1.1.1
 fi
 exec .venv/bin/python -m pytest tests -q -rs "$@"

@@ -25,6 +25,9 @@ def test_a_frame_shown_before_its_keyframe_is_decoded_from_the_run_before():
                Packet(6, True), Packet(4, False), Packet(5, False), Packet(7, False)]
     assert packets_to_decode(packets, {5}) == [True] * 7 + [False]
     assert packets_to_decode(packets, {7}) == [False] * 4 + [True] * 4
+    # the keyframe is planned first, on its own; B4 then needs the run before it as well
+    assert packets_to_decode(packets, {4, 6}) == [True] * 6 + [False] * 2
+    assert packets_to_decode(packets, {5, 6}) == [True] * 7 + [False]
 
 
 def test_packets_never_shown_are_decoded_on_the_way_and_a_stream_need_not_start_with_a_keyframe():

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Packet:
     frame: int | None  # its place in display order; None for one never shown (an edit list's pre-roll)
     keyframe: bool
@@ -18,7 +18,6 @@ def packets_to_decode(packets: Sequence[Packet], wanted: set[int]) -> list[bool]
     come out exactly as a full decode gives it."""
     decode = [False] * len(packets)
     run_starts = []  # positions of the keyframes seen so far (the first packet starts a run in any case)
-    covered = -1  # every packet up to here is already decoded
     for at, packet in enumerate(packets):
         if packet.keyframe or at == 0:
             run_starts.append(at)
@@ -28,7 +27,5 @@ def packets_to_decode(packets: Sequence[Packet], wanted: set[int]) -> list[bool]
         key_frame = packets[start].frame
         if key_frame is not None and packet.frame < key_frame and len(run_starts) > 1:
             start = run_starts[-2]  # shown before its keyframe (an open GOP): it refers to the run before
-        for i in range(max(start, covered + 1), at + 1):
-            decode[i] = True
-        covered = max(covered, at)
+        decode[start:at + 1] = [True] * (at + 1 - start)  # whole: a run marked before may lack its start
     return decode

@@ -29,7 +29,7 @@ def read_frames(path, count: int, mode: str = "evenly", seed: int = 0, max_side:
 
     Frames larger than `max_side` on their longer side are scaled down to it (aspect kept).
     `progress(done, total)` is called as kept frames are read; `check_interrupt()` is called after
-    every decoded frame and may raise to stop the reading."""
+    every frame the decoder gives (packets left out are not decoded) and may raise to stop the reading."""
     path = Path(path)
     reader = _PilReader if path.suffix.lower() in _PIL_SUFFIXES else _AvReader
     video = _readable(path, lambda: reader(path))
@@ -95,6 +95,8 @@ class _AvReader:
     def __init__(self, path: Path):
         self.path = path
         self.orientation = None
+        self.packets = None  # decode order, once count() has read them; None: decode it all, in order
+        self.frame_at = {}  # a packet's pts -> its frame's place in display order
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise InputError(f"{path.name} has no video stream.")
@@ -110,11 +112,10 @@ class _AvReader:
             # AVI keeps frames in decode order without their display times: B-frames are put in order only
             # by decoding, so such a file is decoded whole
             timed = container.format.name != "avi"
-        shown = sorted(pts for pts, _, discard in found if not discard) if timed else []
-        self.frame_at = {pts: i for i, pts in enumerate(shown)}
-        if not timed or None in self.frame_at or len(self.frame_at) < len(shown):  # no usable timestamps
-            self.packets = None
+        shown = [pts for pts, _, discard in found if not discard]
+        if not timed or None in shown or len(set(shown)) < len(shown):  # no usable timestamps
             return len(found)
+        self.frame_at = {pts: i for i, pts in enumerate(sorted(shown))}
         self.packets = [Packet(None if discard else self.frame_at[pts], key) for pts, key, discard in found]
         return len(shown)
 
