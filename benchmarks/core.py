@@ -8,7 +8,7 @@ import torch
 
 from vap_core import VAPExpert, VAPTransformer, WanConfig, WanI2V
 
-from tools.checkpoints import random_like
+from tools.checkpoints import random_like, state_shapes
 
 from .flops import call_flops
 
@@ -23,8 +23,7 @@ SIZES = [
 def random_model(cfg: WanConfig, layers, seed: int = 0, device=None, dtype=torch.float32) -> VAPTransformer:
     """Random weights (tools.checkpoints' rule), float32 on the CPU by default."""
     model = VAPTransformer(WanI2V(cfg, device="meta"), VAPExpert(cfg, layers, device="meta"))
-    shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    weights = {name: t.to(device) for name, t in random_like(shapes, seed, dtype).items()}
+    weights = {name: t.to(device) for name, t in random_like(state_shapes(model), seed, dtype).items()}
     model.load_state_dict(weights, assign=True)
     return model.eval()
 

@@ -50,14 +50,24 @@ def write_released(folder: Path, tensors: dict, config: dict, shards: int = 1) -
     if shards == 1:
         save_file({k: tensors[k].contiguous() for k in names}, str(tdir / "diffusion_pytorch_model.safetensors"))
         return folder
+    _write_shards(tdir, names, shards, lambda path, part: save_file({k: tensors[k].contiguous() for k in part}, str(path)))
+    return folder
+
+
+def _write_shards(tdir: Path, names: list, shards: int, write):
+    """The released layout's shard files and their index json; write(path, names) writes one file."""
     weight_map = {}
     for i in range(shards):
         fname = f"diffusion_pytorch_model-{i + 1:05d}-of-{shards:05d}.safetensors"
         part = names[i::shards]  # interleaved, so expert and backbone tensors share every shard
-        save_file({k: tensors[k].contiguous() for k in part}, str(tdir / fname))
+        write(tdir / fname, part)
         weight_map.update({k: fname for k in part})
     (tdir / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    return folder
+
+
+def state_shapes(module) -> dict:
+    """name -> shape of a module's state (a module on the meta device costs no memory)."""
+    return {name: tuple(t.shape) for name, t in module.state_dict().items()}
 
 
 def released_names(config: dict) -> list[str]:
@@ -98,9 +108,8 @@ def write_random_released(folder: Path, config: dict, shards: int = 3, seed: int
     """A random bf16 checkpoint in the released layout, written one tensor at a time.
     Returns {"expert_bytes": ..., "backbone_bytes": ...}."""
     cfg = WanConfig.from_diffusers(config)
-    shapes = {"backbone": {k: tuple(v.shape) for k, v in WanI2V(cfg, device="meta").state_dict().items()},
-              "expert": {k: tuple(v.shape) for k, v in
-                         VAPExpert(cfg, config["block_idx_with_mot_ref"], device="meta").state_dict().items()}}
+    shapes = {"backbone": state_shapes(WanI2V(cfg, device="meta")),
+              "expert": state_shapes(VAPExpert(cfg, config["block_idx_with_mot_ref"], device="meta"))}
     tdir = folder / "transformer"
     tdir.mkdir(parents=True, exist_ok=True)
     (tdir / "config.json").write_text(json.dumps(config))
@@ -112,14 +121,8 @@ def write_random_released(folder: Path, config: dict, shards: int = 3, seed: int
         spec[n] = shapes[part][wan]
         sizes[part] += torch.Size(spec[n]).numel() * 2
     gen = torch.Generator().manual_seed(seed)
-    weight_map = {}
-    for i in range(shards):
-        fname = f"diffusion_pytorch_model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = names[i::shards]
-        write_streaming(tdir / fname, [(n, torch.bfloat16, spec[n]) for n in part],
-                        lambda n: random_tensor(n, spec[n], gen).to(torch.bfloat16), {})
-        weight_map.update({n: fname for n in part})
-    (tdir / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    _write_shards(tdir, names, shards, lambda path, part: write_streaming(
+        path, [(n, torch.bfloat16, spec[n]) for n in part], lambda n: random_tensor(n, spec[n], gen).to(torch.bfloat16), {}))
     return {"expert_bytes": sizes["expert"], "backbone_bytes": sizes["backbone"]}
 
 
@@ -144,7 +147,7 @@ def write_random_wan_and_expert(wan_file: Path, expert_file: Path, cfg: WanConfi
             ("backbone_bytes", wan_file, WanI2V(cfg, device="meta"), {}),
             ("expert_bytes", expert_file, VAPExpert(cfg, layers, device="meta"),
              expert_metadata(cfg, layers, "random weights", "", "bf16"))):
-        shapes = {name: tuple(t.shape) for name, t in module.state_dict().items()}
+        shapes = state_shapes(module)
         write_streaming(path, [(n, torch.bfloat16, s) for n, s in shapes.items()],
                         lambda n: random_tensor(n, shapes[n], gen).to(torch.bfloat16), meta)
         sizes[key] = sum(torch.Size(s).numel() * 2 for s in shapes.values())

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from tools.checkpoints import Case, random_like, write_released
+from tools.checkpoints import Case, random_like, state_shapes, write_released
 from tools.clips import write_clip
 from tools.tiny_names import *  # noqa: F403  (the file names it writes)
 
@@ -24,8 +24,7 @@ TEXT_VOCAB = 1024
 
 def meta_shapes(build) -> dict:
     with torch.device("meta"):
-        module = build()
-    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        return state_shapes(build())
 
 
 def wider(backbone: dict) -> dict:

@@ -111,7 +111,7 @@ def _job(number: int, row: dict, base: Path) -> Job:
 
 
 def _check_second_reference(number: int, row: dict, overrides: dict):
-    given = [c for c in ("reference_2", "reference_2_caption") if str(row.get(c) or "").strip()]
+    given = [c for c in SECOND_REFERENCE if str(row.get(c) or "").strip()]
     if given == ["reference_2"]:
         raise JobError(f"row {number}: reference_2 is given without reference_2_caption; give the second reference's "
                        "caption (what it shows, as reference_caption for the first).")

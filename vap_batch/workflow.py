@@ -3,6 +3,7 @@ ask for them, adding reference guidance and a second reference as the pack's oth
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from pathlib import Path
 
@@ -41,6 +42,12 @@ def _read(path: Path) -> dict:
     if not isinstance(graph, dict) or not all(isinstance(n, dict) and "class_type" in n for n in graph.values()):
         raise WorkflowError(f"{path} is not an API-format workflow (export it with 'Export (API)' in ComfyUI).")
     return graph
+
+
+@functools.cache
+def _template(path: Path) -> dict:
+    """One of the pack's own workflows, read once (callers copy what they take from it)."""
+    return _read(path)
 
 
 def load_workflow(path=DEFAULT_WORKFLOW) -> dict:
@@ -85,7 +92,7 @@ def with_reference_guidance(graph: dict) -> dict:
         raise WorkflowError(f"reference guidance replaces the KSampler 16 by the reference guider, and node 16 here "
                             f"is {sampler.get('class_type', 'missing')}")
     _check_free(graph, GUIDANCE_NODES, "reference guidance")
-    ks, template = sampler["inputs"], _read(GUIDANCE_WORKFLOW)
+    ks, template = sampler["inputs"], _template(GUIDANCE_WORKFLOW)
     out = _rewired(graph, "16", "24")
     out["16"] = _node(template["16"], model=ks["model"], positive=ks["positive"], negative=ks["negative"], cfg=ks["cfg"])
     out["21"] = _node(template["21"], noise_seed=ks["seed"])
@@ -108,7 +115,7 @@ def with_second_reference(graph: dict) -> dict:
                                 f"14, 15 and 20, and node {node} here is "
                                 f"{graph.get(node, {}).get('class_type', 'missing')}, not {kind}")
     _check_free(graph, SECOND_REFERENCE_NODES, "a second reference")
-    template, out = _read(TWO_REFERENCES_WORKFLOW), _rewired(graph, "15", "28")
+    template, out = _template(TWO_REFERENCES_WORKFLOW), _rewired(graph, "15", "28")
     for node, like in (("25", "14"), ("26", "10"), ("27", "20"), ("28", "15")):
         out[node] = {**copy.deepcopy(template[node]), "inputs": copy.deepcopy(graph[like]["inputs"])}
     out["28"]["inputs"].update(positive=["15", 0], negative=["15", 1], reference=["25", 0],
