@@ -13,15 +13,14 @@ import tempfile
 from pathlib import Path
 
 from tools import comfy_server
+from vap_batch.workflow import DEFAULT_WORKFLOW, GUIDANCE_WORKFLOW, TWO_REFERENCES_WORKFLOW
 
 BROWSER_TOOLS = comfy_server.ROOT / "tools" / "browser"
 # UI workflow (its name is the template browser's title) -> the API workflow it is built from
 UI_WORKFLOWS = {
-    comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p.json": comfy_server.API_WORKFLOW,
-    comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - reference guidance.json":
-        comfy_server.API_WORKFLOW.with_name("vap_wan21_i2v_480p_reference_guidance.json"),
-    comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - two references.json":
-        comfy_server.API_WORKFLOW.with_name("vap_wan21_i2v_480p_two_references.json"),
+    comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p.json": DEFAULT_WORKFLOW,
+    comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - reference guidance.json": GUIDANCE_WORKFLOW,
+    comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - two references.json": TWO_REFERENCES_WORKFLOW,
 }
 
 
