@@ -27,6 +27,7 @@ import pytest
 from aiohttp import web
 
 from tools import comfy_server as harness
+from tools.clips import write_clip
 from vap_batch.__main__ import main
 from vap_batch.client import ComfyClient, ServerError
 from vap_batch.jobs import read_jobs
@@ -369,23 +370,17 @@ def test_a_websocket_dropped_mid_job_ends_with_the_jobs_result_not_a_new_prompt(
 
 # ---------------------------------------------------------------- reference guidance and a second reference
 
-def write_clip(path: Path, frames: int = 12) -> Path:
+def write_stripes(path: Path, frames: int = 12) -> Path:
     """A small clip of moving stripes (another reference than the tiny one)."""
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=8)
-        stream.width = stream.height = 64
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            image = np.zeros((64, 64, 3), dtype=np.uint8)
-            image[:, (4 * i) % 64:(4 * i) % 64 + 16] = 255
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode())
-    return path
+    images = [np.zeros((64, 64, 3), dtype=np.uint8) for _ in range(frames)]
+    for i, image in enumerate(images):
+        image[:, (4 * i) % 64:(4 * i) % 64 + 16] = 255
+    return write_clip(path, images, "mpeg4", fps=8)
 
 
 def test_rows_with_reference_guidance_and_a_second_reference_make_videos_on_the_real_server(
         proxy, tls_server, media, tmp_path, capsys, with_token):
-    write_clip(media / "lantern.mp4")
+    write_stripes(media / "lantern.mp4")
     jobs = media / "features.csv"
     jobs.write_text("name,reference,target,reference_caption,target_caption,seed,reference_cfg,reference_2,"
                     "reference_2_caption\n"
