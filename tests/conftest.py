@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from tests.helpers import browser_missing
 from tools import comfy_server as harness
 from tools.checkpoints import Case, write_released
 
@@ -48,19 +49,39 @@ def comfyui():
     return root, python
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def comfy(comfyui, tmp_path_factory):
-    """(ComfyUI folder, its Python, a --base-directory with the pack and tiny models), one per test module."""
+    """(ComfyUI folder, its Python, a --base-directory with the pack and tiny models), one per test session."""
     root, python = comfyui
     base = tmp_path_factory.mktemp("comfy_base")
     harness.prepare_base(base, python, root)
     return root, python, base
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(comfy):
-    """A real ComfyUI server with the real pack on a loopback port."""
+    """A real ComfyUI server with the real pack on a loopback port, shared by the test modules."""
     root, python, base = comfy
     srv = harness.Server(root, python, base)
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="session", params=["pinned", "newest"])
+def frontend(request, comfy, tmp_path_factory):
+    """A ComfyUI server with its own pinned frontend, or with the newest one (harness.NEWEST_FRONTEND), on a
+    base directory of its own with the models, custom nodes and input of `comfy`'s."""
+    why = browser_missing()
+    if why:
+        pytest.skip(why)
+    root, python, base = comfy
+    front_end_root = None
+    if request.param == "newest":
+        front_end_root = harness.newest_frontend(root)
+        if front_end_root is None:
+            pytest.skip(f"comfyui-frontend-package {harness.NEWEST_FRONTEND} is not installed beside {root}/.venv: "
+                        "run tests/comfyui/setup_env.sh on it")
+    own = harness.sharing_base(base, tmp_path_factory.mktemp(f"frontend_{request.param}"), "models", "custom_nodes", "input")
+    server = harness.Server(root, python, own, front_end_root=front_end_root)
+    yield server
+    server.stop()

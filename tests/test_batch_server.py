@@ -157,10 +157,11 @@ def certificate(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tls_server(comfy, certificate):
+def tls_server(comfy, certificate, tmp_path_factory):
     """The real ComfyUI with the pack and the tiny models, serving https with the throwaway certificate."""
     root, python, base = comfy
-    server = harness.Server(root, python, base, tls=certificate)
+    own = harness.sharing_base(base, tmp_path_factory.mktemp("tls_base"), "models", "custom_nodes", "input")
+    server = harness.Server(root, python, own, tls=certificate)
     yield server
     server.stop()
 

@@ -18,18 +18,12 @@ from tools import comfy_server as harness
 HEADER = "name,reference,target,reference_caption,target_caption,seed"
 
 
-def sharing_models(base: Path, folder: Path) -> Path:
-    """A base directory of its own (input, output, log) with the models and custom nodes of `base`."""
-    for name in ("models", "custom_nodes"):
-        (folder / name).symlink_to(base / name, target_is_directory=True)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def servers(comfy, tmp_path_factory):
     """Three real ComfyUI servers with the pack and the tiny models, started side by side."""
     root, python, base = comfy
-    bases = [base, *(sharing_models(base, tmp_path_factory.mktemp(f"comfy_base_{i}")) for i in (2, 3))]
+    # each its own input, output and history, the models and custom nodes of `base`
+    bases = [harness.sharing_base(base, tmp_path_factory.mktemp(f"comfy_base_{i}"), "models", "custom_nodes") for i in (1, 2, 3)]
     with ThreadPoolExecutor(len(bases)) as pool:
         starting = [pool.submit(harness.Server, root, python, b) for b in bases]
     started = [f.result() for f in starting if f.exception() is None]

@@ -5,7 +5,6 @@ browser, then run from the UI with the tiny models. Skipped, with the reason, wh
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -26,34 +25,6 @@ SEARCHES = ["video as prompt", "VAP"]
 SCREENSHOTS = ROOT / ".screenshots"  # kept after the run (git-ignored), for a look at what the test saw
 
 
-def browser_missing() -> str | None:
-    if not Path("/usr/bin/chromium").exists():
-        return "no /usr/bin/chromium (Debian package chromium)"
-    if shutil.which("node") is None:
-        return "no node"
-    if not (ui_workflow.BROWSER_TOOLS / "node_modules" / "puppeteer-core").is_dir():
-        return "puppeteer-core not installed: run `npm ci` in tools/browser"
-    return None
-
-
-@pytest.fixture(scope="module", params=["pinned", "newest"])
-def frontend(request, comfy):
-    """A ComfyUI server with its own pinned frontend, or with the newest one (harness.NEWEST_FRONTEND)."""
-    why = browser_missing()
-    if why:
-        pytest.skip(why)
-    root, python, base = comfy
-    front_end_root = None
-    if request.param == "newest":
-        front_end_root = harness.newest_frontend(root)
-        if front_end_root is None:
-            pytest.skip(f"comfyui-frontend-package {harness.NEWEST_FRONTEND} is not installed beside {root}/.venv: "
-                        "run tests/comfyui/setup_env.sh on it")
-    server = harness.Server(root, python, base, front_end_root=front_end_root)
-    yield server
-    server.stop()
-
-
 def tiny_spec(path: Path) -> Path:
     widgets = {}
     for (class_type, name), value in harness.tiny_inputs(steps=2, length=9).items():
@@ -63,8 +34,9 @@ def tiny_spec(path: Path) -> Path:
     return path
 
 
+@pytest.mark.floor
 @pytest.mark.parametrize("ui_path", list(ui_workflow.UI_WORKFLOWS), ids=lambda p: p.stem)
-def test_shipped_workflow_opens_valid_and_runs_from_the_ui(frontend, ui_path, tmp_path, comfy):
+def test_shipped_workflow_opens_valid_and_runs_from_the_ui(frontend, ui_path, tmp_path):
     shots = SCREENSHOTS / ("newest-frontend" if "--front-end-root" in frontend.proc.args else "pinned-frontend")
     shots.mkdir(parents=True, exist_ok=True)
     api_path = ui_workflow.UI_WORKFLOWS[ui_path]
@@ -104,7 +76,7 @@ def test_shipped_workflow_opens_valid_and_runs_from_the_ui(frontend, ui_path, tm
     video = run["video"]
     assert video is not None, run["outputs"]
     assert video["readyState"] >= 2 and video["duration"] > 0, video
-    path = comfy[2] / "output" / video["file"]["subfolder"] / video["file"]["filename"]
+    path = frontend.base / "output" / video["file"]["subfolder"] / video["file"]["filename"]
 
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]

@@ -6,7 +6,6 @@ Chromium, node or `npm ci` in tools/browser is missing."""
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import av
 import numpy as np
 import pytest
 
+from tests.helpers import browser_missing
 from tools import comfy_server as harness
 from vap_batch.__main__ import main
 from vap_batch.contact_sheet import ContactSheet, write_contact_sheet
@@ -107,16 +107,6 @@ def test_every_run_writes_the_sheet_unless_no_html(tmp_path, flags, expected, ca
 
 
 # ---------------------------------------------------------------- a real batch, in a real browser
-
-def browser_missing() -> str | None:
-    if not Path("/usr/bin/chromium").exists():
-        return "no /usr/bin/chromium (Debian package chromium)"
-    if shutil.which("node") is None:
-        return "no node"
-    if not (ROOT / "tools" / "browser" / "node_modules" / "puppeteer-core").is_dir():
-        return "puppeteer-core not installed: run `npm ci` in tools/browser"
-    return None
-
 
 def check_page(index: Path, screenshot: str = "-", *flags: str) -> dict:
     proc = subprocess.run(["node", str(CHECK), str(index), screenshot, *flags], capture_output=True, text=True,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -34,6 +35,12 @@ def find_comfyui() -> tuple[Path | None, str]:
     return None, f"no ComfyUI found ($COMFYUI_PATH, the ComfyUI holding this pack, ~/ComfyUI). {SETUP_HINT}"
 
 
+def comfy_version(comfy_root: Path) -> tuple[int, ...]:
+    """That ComfyUI's version, from its comfyui_version.py (0.3.64 -> (0, 3, 64))."""
+    text = (comfy_root / "comfyui_version.py").read_text()
+    return tuple(int(part) for part in re.search(r'__version__ = "([\d.]+)"', text).group(1).split("."))
+
+
 def comfy_python(comfy_root: Path) -> tuple[str | None, str]:
     """The Python that runs that ComfyUI: $COMFYUI_PYTHON, its .venv, or this interpreter if it can."""
     options = [os.environ.get("COMFYUI_PYTHON"), str(comfy_root / ".venv" / "bin" / "python"), sys.executable]
@@ -55,6 +62,15 @@ def prepare_base(base: Path, python: str, comfy_root: Path):
         if not link.exists():
             link.symlink_to(target, target_is_directory=True)
     run_module(python, "tools.tiny_models", base, comfy_root, check=True, capture_output=True, text=True)
+
+
+def sharing_base(base: Path, folder: Path, *shared: str) -> Path:
+    """A --base-directory of its own (output, user, database, log) with the folders of `base` named in
+    `shared` linked in, for a second server beside one on `base`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in shared:
+        (folder / name).symlink_to(base / name, target_is_directory=True)
+    return folder
 
 
 def run_module(python: str, module: str, *args, **kwargs) -> subprocess.CompletedProcess:
@@ -142,6 +158,7 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.base = base
         self.log_path = base / "server.log"
         cmd = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--base-directory", str(base)]

@@ -1,6 +1,6 @@
 """Rebuilds the shipped UI workflows (what the ComfyUI web frontend opens) from the API ones with
 ComfyUI's own frontend in headless Chromium, laid out by tools/workflow_layouts/, plus each one's
-template-browser thumbnail:
+template-browser thumbnail, and the subgraph blueprint (subgraphs/; needs a ComfyUI 0.33 or later):
 
     python -m tools.ui_workflow        (from the pack folder, in the pack's environment)
 
@@ -23,6 +23,10 @@ UI_WORKFLOWS = {
     comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - two references.json": TWO_REFERENCES_WORKFLOW,
 }
 
+# the node library's ready-made node: the default workflow's VAP nodes as one subgraph, as the spec says
+SUBGRAPH_SPEC = comfy_server.ROOT / "tools" / "workflow_layouts" / "subgraph_vap_wan21_i2v.json"
+SUBGRAPH = comfy_server.ROOT / "subgraphs" / "Video-As-Prompt (Wan 2.1 I2V).json"
+
 
 def layout_of(api: Path) -> Path:
     return comfy_server.ROOT / "tools" / "workflow_layouts" / api.name
@@ -42,6 +46,12 @@ def main() -> int:
                 subprocess.run(["node", str(BROWSER_TOOLS / "build_ui_workflow.mjs"), server.url, str(api),
                                 str(layout_of(api)), str(ui), str(ui.with_suffix(".jpg"))], check=True)
                 print(f"wrote {ui} and its thumbnail")
+            if comfy_server.comfy_version(root) >= (0, 33):
+                subprocess.run(["node", str(BROWSER_TOOLS / "build_subgraph.mjs"), server.url, str(DEFAULT_WORKFLOW),
+                                str(SUBGRAPH_SPEC), str(SUBGRAPH)], check=True)
+                print(f"wrote {SUBGRAPH}")
+            else:
+                print(f"kept {SUBGRAPH}: ComfyUI {root} has no pack subgraphs (0.33 and later have)")
         finally:
             server.stop()
     return 0

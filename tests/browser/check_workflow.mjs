@@ -73,8 +73,22 @@ function inspectGraph(userFiles) {
 }
 
 // In the page: graphToPrompt's API graph against the shipped API workflow (same nodes, inputs, values).
+// An input the API workflow leaves out may come with its default: one that a newer ComfyUI added to a
+// node (0.33's CreateVideo.bit_depth), or a sub-input of a dynamic combo ("format.codec").
 async function promptDifferences(api) {
   const { output } = await window.app.graphToPrompt();
+  const objectInfo = await (await fetch("/api/object_info")).json();
+  const defaultOf = (classType, name, values) => {
+    let inputs = objectInfo[classType]?.input, config;
+    const path = name.split(".");
+    for (const [i, part] of path.entries()) {
+      config = inputs?.required?.[part] ?? inputs?.optional?.[part];
+      if (!config) return undefined;
+      if (i < path.length - 1) inputs = config[1]?.options?.find((o) => o.key === values[path.slice(0, i + 1).join(".")])?.inputs;
+    }
+    const [type, options = {}] = config;
+    return options.default ?? (Array.isArray(type) ? type[0] : options.options?.[0]?.key ?? options.options?.[0]);
+  };
   const diffs = [];
   const ids = new Set([...Object.keys(output), ...Object.keys(api)]);
   for (const id of ids) {
@@ -82,6 +96,7 @@ async function promptDifferences(api) {
     if (!a || !b || a.class_type !== b.class_type) { diffs.push(`node ${id}: ${a?.class_type} vs ${b?.class_type}`); continue; }
     const names = new Set([...Object.keys(a.inputs), ...Object.keys(b.inputs)]);
     for (const name of names) {
+      if (!(name in b.inputs) && JSON.stringify(a.inputs[name]) === JSON.stringify(defaultOf(b.class_type, name, a.inputs))) continue;
       if (JSON.stringify(a.inputs[name]) !== JSON.stringify(b.inputs[name])) {
         diffs.push(`${b.class_type} (${id}).${name}: UI gives ${JSON.stringify(a.inputs[name])}, API has ${JSON.stringify(b.inputs[name])}`);
       }
@@ -145,7 +160,9 @@ try {
     await page.evaluate(() => window.app.extensionManager.command.execute("Workspace.ToggleSidebarTab.node-library"));
     result.library = {};
     for (const query of tiny.searches) {
-      const input = await page.waitForSelector("input[placeholder='Search Nodes...']", { timeout: 30000 });
+      // its placeholder: "Search Nodes..." (frontends 1.27 and 1.58), "Search..." (1.49)
+      const input = await page.waitForSelector("input[placeholder='Search Nodes...'], input[placeholder='Search...']",
+        { timeout: 30000, visible: true });
       await input.click({ count: 3 });
       await input.type(query);
       await new Promise((resolve) => setTimeout(resolve, 1500));

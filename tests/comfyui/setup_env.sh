@@ -18,6 +18,11 @@ grep -v -E '^(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > "$C
 SITE="$("$VPY" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 cp "$(dirname "$0")/torchvision_cpu_shim.py" "$SITE/torchvision_cpu_shim.py"
 echo "import torchvision_cpu_shim" > "$SITE/torchvision_cpu_shim.pth"
+# ComfyUI 0.33 imports torchaudio at start-up (comfy/sd.py). No torchaudio release matches torch 2.13 and
+# PyPI's are CUDA builds: the newest one, without its compiled extension (torchaudio then imports its
+# pure-Python parts, as it does where the extension is absent); nothing in the Wan path uses audio.
+"$VPY" -m pip install -q --no-deps torchaudio==2.11.1
+rm -f "$SITE"/torchaudio/lib/*.so
 # the newest frontend the browser tests also run on (tools/comfy_server.py: NEWEST_FRONTEND), beside ComfyUI's pinned one
 FRONTEND="$(sed -n 's/^NEWEST_FRONTEND = "\(.*\)"/\1/p' "$(dirname "$0")/../../tools/comfy_server.py")"
 "$VPY" -m pip install -q --no-deps --target "$COMFY/.venv/frontend-$FRONTEND" "comfyui-frontend-package==$FRONTEND"

@@ -1,0 +1,106 @@
+"""The pack's subgraph blueprint, "Video-As-Prompt (Wan 2.1 I2V)" (subgraphs/, listed by ComfyUI 0.33 and
+later as a ready-made node): served at /global_subgraphs; in the real frontend (tests/browser/check_subgraph.mjs)
+found by the node search, dropped into the stock Wan 2.1 I2V template, queued as the shipped API workflow's
+nodes and values, and run to a video with the tiny models."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import av
+import pytest
+
+from tools import comfy_server as harness
+from tools import tiny_names as tiny
+from tools import ui_workflow
+from vap_batch.workflow import DEFAULT_WORKFLOW
+
+CHECK = harness.ROOT / "tests" / "browser" / "check_subgraph.mjs"
+SPEC = json.loads(ui_workflow.SUBGRAPH_SPEC.read_text())
+NAME = SPEC["name"]
+IN = ["model", "clip", "positive", "negative", "vae", "clip_vision"]
+OUT = ["MODEL", "positive", "negative"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def pack_subgraphs(comfyui):
+    if harness.comfy_version(comfyui[0]) < (0, 33):
+        pytest.skip(f"ComfyUI {'.'.join(map(str, harness.comfy_version(comfyui[0])))} lists no pack subgraphs "
+                    "(0.33 and later do): set COMFYUI_PATH to a ComfyUI 0.33")
+
+
+def test_it_is_served_as_a_blueprint_of_the_pack(server):
+    listed = {key: entry for key, entry in server.get("/global_subgraphs").items() if entry["name"] == NAME}
+    assert len(listed) == 1, "listed once, under the blueprint's file name"
+    (key, entry), = listed.items()
+    assert entry["source"] == "custom_node" and entry["info"]["node_pack"] == "custom_nodes.ComfyUI-Video-As-Prompt"
+    blueprint = json.loads(server.get(f"/global_subgraphs/{key}")["data"])
+    assert blueprint == json.loads(ui_workflow.SUBGRAPH.read_text())
+    (definition,) = blueprint["definitions"]["subgraphs"]
+    assert definition["name"] == NAME and definition["category"] == "Video-As-Prompt" and definition["description"]
+    assert [i["name"] for i in definition["inputs"]][:len(IN)] == IN
+    assert [o["name"] for o in definition["outputs"]] == OUT
+
+
+def tiny_spec(path):
+    widgets = {}
+    for (class_type, name), value in harness.tiny_inputs(steps=2, length=9).items():
+        widgets.setdefault(harness.TINY_SWAP.get(class_type, class_type), {})[name] = value
+    path.write_text(json.dumps({"swap": harness.TINY_SWAP, "widgets": widgets, "host": {"video": tiny.REFERENCE},
+                                "inner": {"14": {"frames": 9}}}))
+    return path
+
+
+def canonical(prompt: dict, node_id: str, inside) -> str:
+    """A node named as both graphs share it: a node of the subgraph by its title, any other by its class."""
+    node = prompt[node_id]
+    return f"{node['class_type']} '{node['_meta']['title']}'" if inside(node_id) else node["class_type"]
+
+
+def as_compared(prompt: dict, inside) -> dict:
+    """{canonical name: {input: value, or (canonical source, slot) for a link}} of the subgraph's nodes."""
+    nodes = {}
+    for node_id, node in prompt.items():
+        if inside(node_id):
+            nodes[canonical(prompt, node_id, inside)] = {
+                name: (canonical(prompt, v[0], inside), v[1]) if isinstance(v, list) else v for name, v in node["inputs"].items()}
+    return nodes
+
+
+def test_dropped_into_the_stock_wan_graph_it_queues_the_shipped_nodes_and_runs_to_a_video(frontend, tmp_path):
+    proc = subprocess.run(["node", str(CHECK), frontend.url, NAME, str(tiny_spec(tmp_path / "tiny.json")), str(tmp_path)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    shots = harness.ROOT / ".screenshots" / ("newest-frontend" if "--front-end-root" in frontend.proc.args else "pinned-frontend")
+    shots.mkdir(parents=True, exist_ok=True)
+    for shot in tmp_path.glob("*.jpg"):
+        shutil.copy(shot, shots / shot.name)
+
+    assert [e["name"] for e in result["listed"]].count(NAME) == 1
+    added = result["added"]
+    assert added is not None, "the node search adds the blueprint"
+    assert added["inputs"] == IN + [name for _, _, name, _ in SPEC["widgets"]] and added["outputs"] == OUT
+    api = json.loads(DEFAULT_WORKFLOW.read_text())
+    for api_id, widget, name, _ in SPEC["widgets"]:  # each promoted widget opens at the shipped workflow's value
+        assert added["widgets"][name] == api[api_id]["inputs"][widget], name
+
+    # what the frontend queues: the subgraph's nodes are the shipped API workflow's, same values and links...
+    prompt, sub = result["prompt"], added["id"]
+    assert as_compared(prompt, lambda i: i.startswith(f"{sub}:")) == as_compared(api, lambda i: i in SPEC["nodes"])
+    # ...and its outputs feed the stock graph where the shipped workflow's feed it
+    by_class = {node["class_type"]: node for node in prompt.values()}
+    assert [prompt[by_class["ModelSamplingSD3"]["inputs"]["model"][0]]["class_type"]] == ["VAPApplyExpert"]
+    encode = by_class["KSampler"]["inputs"]["positive"][0]
+    assert prompt[encode]["class_type"] == "VAPEncodeReference"
+    assert by_class["KSampler"]["inputs"]["positive"] == [encode, 0] and by_class["KSampler"]["inputs"]["negative"] == [encode, 1]
+
+    run = result["run"]
+    assert run["queue_status"] == 200, run["queue_answer"]
+    assert run["error"] is None and "execution_success" in run["events"], run
+    video = next(f for f in run["saved"] if f["filename"].endswith(".mp4"))
+    with av.open(str(frontend.base / "output" / video["subfolder"] / video["filename"])) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 9 and frames[0].shape == (tiny.SIZE, tiny.SIZE, 3)
+    assert result["page_errors"] == [], result["page_errors"]
