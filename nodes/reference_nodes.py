@@ -13,10 +13,11 @@ import nodes
 from comfy_api.latest import io
 
 from ..vap_core.errors import InputError
-from ..vap_core.frames import FITS, MODES, fit_frames
+from ..vap_core.frames import FITS, MODES, check_reference_size, fit_frames
 from .reference_cond import EncodedReference, add_reference
 from ..vap_core.suffixes import VIDEO_SUFFIXES
 from ..vap_core.video import read_frames
+from .apply import warn
 from .choices import CATEGORY, check_choice
 
 
@@ -68,6 +69,7 @@ class VAPLoadReferenceVideo(io.ComfyNode):
             ],
             outputs=[io.Image.Output(display_name="frames", tooltip="the kept frames, for VAP Encode Reference"),
                      io.Float.Output(display_name="fps", tooltip="the video's frame rate")],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -76,7 +78,8 @@ class VAPLoadReferenceVideo(io.ComfyNode):
         bar = comfy.utils.ProgressBar(frames)
         images, fps = read_frames(input_video_path(video), frames, selection, seed, max_side=max_side,
                                   progress=lambda done, total: bar.update_absolute(done, total),
-                                  check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted)
+                                  check_interrupt=comfy.model_management.throw_exception_if_processing_interrupted,
+                                  notice=lambda text: warn(cls.hidden.unique_id, f"VAP: {text}"))
         return io.NodeOutput(images, fps)
 
     @classmethod
@@ -133,6 +136,7 @@ class VAPEncodeReference(io.ComfyNode):
         if reference.ndim != 4 or reference.shape[0] < 1:
             raise InputError(f"the reference must be video frames (IMAGE batch), got shape {tuple(reference.shape)}.")
         width, height = video_size(positive)
+        check_reference_size(reference.shape[2], reference.shape[1], width, height)
         ref_x = encode_reference_input(vae, fit_frames(reference[..., :3], width, height, fit))
         clip_tokens = clip_vision.encode_image(reference[:1, :, :, :3], crop=True).penultimate_hidden_states
         positive = with_reference(positive, ref_x, _caption(reference_positive, "reference_positive"), clip_tokens)

@@ -40,6 +40,17 @@ def test_json_list_is_read_like_csv(tmp_path):
     assert job.overrides == {"steps": 20} and job.target == tmp_path / "t.png"
 
 
+def test_every_wrongly_typed_field_of_every_json_row_is_reported_at_once(tmp_path):
+    rows = [{"reference": 5, "target": 7, "target_caption": "y", "steps": "x"},
+            {"reference": "r.mp4", "target": "t.png", "reference_caption": ["a"], "target_caption": "y", "seed": True}]
+    with pytest.raises(JobError) as err:
+        read_jobs(write(tmp_path / "jobs.json", json.dumps(rows)))
+    assert str(err.value).splitlines()[1:] == [
+        "  row 1: reference=5 is not text (in JSON, put it in quotes); target=7 is not text (in JSON, put it in quotes); "
+        "reference_caption missing; steps='x' is not a whole number.",
+        "  row 2: reference_caption=['a'] is not text (in JSON, put it in quotes); seed=True is not a whole number."]
+
+
 @pytest.mark.parametrize("text, message", [
     (f"{HEADER}\nr.mp4,t.png,,y\n", "row 1: reference_caption missing"),
     (f"{HEADER},colour\nr.mp4,t.png,x,y,red\n", "unknown column(s) ['colour']"),

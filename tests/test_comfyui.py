@@ -10,6 +10,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from PIL import Image
 from safetensors.torch import load_file
 
 from tests.helpers import edges, write_phone_clip
@@ -158,6 +159,22 @@ def test_bad_inputs_come_back_as_clear_errors_and_the_server_keeps_serving(serve
     assert error["exception_type"] == "video_as_prompt.InputError"  # what the UI shows: no filesystem path
     history = server.run(wf(steps=1))  # and the next prompt runs normally
     assert harness.execution_error(history) is None
+
+
+def test_repeated_reference_frames_are_said_and_a_still_or_tiny_reference_is_refused(server, comfy):
+    wf = harness.tiny_workflow
+    short = {("VAPLoadReferenceVideo", "video"): tiny.SHORT_REFERENCE}
+    history = server.run(wf(steps=1, changes=short))  # its 3 frames for the 9 the video has: runs, and says so
+    assert harness.execution_error(history) is None
+    assert ("VAP: vap_tiny_short.mp4: the reference video has 3 frames and 9 were asked: 'evenly' repeats each about "
+            "3.0 times") in server.log_text()
+    expect_error(server, wf(changes={**short, ("VAPLoadReferenceVideo", "frames"): 65}),
+                 "the reference video has 3 frames; 65 would repeat each about 22 times", "Keep at most 12 frames")
+    expect_error(server, wf(changes={("VAPLoadReferenceVideo", "frames"): 1}), "1 reference frame is a still image")
+    dot = [Image.new("RGB", (1, 1), (40 * i, 0, 0)) for i in range(5)]  # a 1x1 animated GIF
+    dot[0].save(comfy[2] / "input" / "vap_1x1.gif", save_all=True, append_images=dot[1:], duration=100, loop=0)
+    expect_error(server, wf(changes={("VAPLoadReferenceVideo", "video"): "vap_1x1.gif"}),
+                 f"the reference is 1x1, far below the video's {tiny.SIZE}x{tiny.SIZE}", "at least 8x8")
 
 
 def refused(server, graph: dict) -> list[dict]:

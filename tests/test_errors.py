@@ -234,6 +234,26 @@ def test_expert_layers_beyond_backbone(case_small, tmp_path):
         VAPTransformer.from_checkpoint(write_released(tmp_path, tensors, config))
 
 
+@pytest.mark.parametrize("layers, message", [
+    ([0, 2, 99], r"block_idx_with_mot_ref lists layer\(s\) \[99\] that the weights hold no expert tensors for"),
+    ([0, 2], r"block_idx_with_mot_ref leaves out layer\(s\) \[5\] that the weights hold expert tensors for"),
+])
+def test_a_config_whose_expert_layers_the_weights_do_not_hold_is_named_as_damaged(case_small, tmp_path, layers, message):
+    folder = write_released(tmp_path, case_small.group("official"), dict(case_small.config, block_idx_with_mot_ref=layers))
+    with pytest.raises(CorruptCheckpointError, match=rf"transformer/config.json does not match the weights beside it: "
+                                                     rf"{message}\. The config.json is damaged or from another checkpoint"):
+        VAPTransformer.from_checkpoint(folder)
+
+
+def test_an_index_that_is_not_json_says_what_to_do(case_small, tmp_path):
+    folder = write_released(tmp_path, case_small.group("official"), case_small.config, shards=2)
+    index = next((folder / "transformer").glob("*.index.json"))
+    index.write_text("{not json")
+    with pytest.raises(CorruptCheckpointError, match=r"is not a safetensors index .*: it is damaged or not the "
+                                                     r"checkpoint's index json\. Download it again"):
+        VAPTransformer.from_checkpoint(index)
+
+
 def test_check_fits_reports_each_mismatch(model):
     cfg = model.cfg
     expert = VAPExpert(cfg, [0, 2, 5], device="meta")

@@ -112,6 +112,21 @@ def test_cli_refuses_a_destination_it_cannot_write_before_reading(released_small
     assert "exporting expert" not in proc.stderr and list(tmp_path.iterdir()) == []
 
 
+def test_cli_refuses_a_destination_that_is_not_safetensors_or_inside_the_checkpoint(released_small, tmp_path):
+    proc = run_cli(released_small, tmp_path / "new.pt")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert (f"DST {tmp_path / 'new.pt'} must be a .safetensors file (the only format this pack writes or reads), e.g. "
+            f"{tmp_path / 'new.safetensors'}. Nothing was read.") in proc.stderr
+    weights = released_small / "transformer"
+    before = sorted(p.name for p in weights.iterdir())
+    for dst in (weights / "copy.safetensors", weights / "diffusion_pytorch_model.safetensors"):  # the latter: its own weights
+        proc = run_cli(released_small, dst)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"DST {dst} is inside the checkpoint it exports from ({weights.resolve()}); nothing was written" in proc.stderr
+    assert sorted(p.name for p in weights.iterdir()) == before and list(tmp_path.iterdir()) == []
+    assert VAPTransformer.from_checkpoint(released_small) is not None  # still readable: nothing was overwritten
+
+
 def test_cli_refuses_an_exported_expert_as_source(released_small, tmp_path):
     expert = tmp_path / "e.safetensors"
     export_expert(released_small, expert)

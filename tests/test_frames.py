@@ -25,10 +25,34 @@ def test_first_and_random_take_contiguous_runs():
 @pytest.mark.parametrize("args, message", [
     ((10, 49, "first"), "has 10 frames"), ((10, 49, "random"), "needs at least 49"),
     ((0, 49), "cannot take"), ((10, 0), "cannot take"), ((10, 5, "middle"), "not one of"),
+    ((10, 1), "1 reference frame is a still image, not a video"),
+    ((3, 1025), r"the reference video has 3 frames; 1025 would repeat each about 342 times \(at most 4"),
+    ((3, 13), r"has 3 frames; 13 would repeat each about 4 times .* Keep at most 12 frames"),
 ])
 def test_bad_requests(args, message):
     with pytest.raises(InputError, match=message):
         select_frames(*args)
+
+
+def test_evenly_repeats_up_to_four_times_and_says_so():
+    from vap_core.frames import repeat_notice
+    assert len(select_frames(3, 12)) == 12  # 4 copies of each: allowed
+    assert repeat_notice(3, 9, "evenly") == ("the reference video has 3 frames and 9 were asked: 'evenly' repeats each "
+                                             "about 3.0 times (as the paper's pipeline does for a short clip). A longer "
+                                             "clip gives smoother motion.")
+    assert repeat_notice(9, 9, "evenly") is None and repeat_notice(30, 9, "first") is None
+
+
+@pytest.mark.parametrize("size, refused", [((1, 1), True), ((103, 60), True), ((104, 59), True), ((104, 60), False),
+                                           ((832, 480), False), ((120, 2000), False)])
+def test_a_reference_far_below_the_video_size_is_refused(size, refused):
+    from vap_core.frames import check_reference_size
+    if refused:
+        with pytest.raises(InputError, match=rf"the reference is {size[0]}x{size[1]}, far below the video's 832x480: "
+                                             r".* at least 104x60, ideally near the video's size"):
+            check_reference_size(*size, 832, 480)
+    else:
+        check_reference_size(*size, 832, 480)
 
 
 def test_each_fit_gives_the_frames_it_promises():

@@ -141,6 +141,25 @@ def test_a_still_image_is_not_a_reference_video(tmp_path):
         read_frames(tmp_path / "one.mp4", 49)
 
 
+def test_repeated_frames_are_told_with_the_clips_frame_count_and_too_many_refused_before_decoding(tmp_path):
+    path = write_video(tmp_path / "short.mp4", 3)
+    told = []
+    frames, _ = read_frames(path, 9, notice=told.append)
+    assert frames.shape[0] == 9 and told == [
+        "short.mp4: the reference video has 3 frames and 9 were asked: 'evenly' repeats each about 3.0 times (as the "
+        "paper's pipeline does for a short clip). A longer clip gives smoother motion."]
+    told.clear()
+    read_frames(path, 3, notice=told.append)
+    read_frames(path, 2, "first", notice=told.append)
+    assert told == []  # nothing repeats
+    progress = []
+    with pytest.raises(InputError, match="has 3 frames; 65 would repeat each about 22 times"):
+        read_frames(path, 65, progress=lambda done, total: progress.append(done))
+    assert progress == []  # refused before any frame was decoded
+    with pytest.raises(InputError, match="1 reference frame is a still image"):
+        read_frames(path, 1)
+
+
 def test_interrupt_stops_decoding_and_progress_counts_kept_frames(tmp_path):
     path = write_video(tmp_path / "long.mp4", 60)
 

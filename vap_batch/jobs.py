@@ -83,25 +83,30 @@ def _job(number: int, row: dict, base: Path) -> Job:
         raise JobError(f"row {number}: more fields than the header has columns ({left_over} left over); "
                        "put text that contains commas in double quotes.")
     row = {str(k).strip(): v for k, v in row.items() if k is not None}
+    problems = []  # every one of the row's, reported at once
     unknown = sorted(set(row) - set(REQUIRED) - set(OVERRIDES) - set(OPTIONAL))
     if unknown:
-        raise JobError(f"row {number}: unknown column(s) {unknown}; columns are {', '.join(REQUIRED + OPTIONAL)} "
-                       f"and the overrides {', '.join(OVERRIDES)}.")
-    missing = [c for c in REQUIRED if not str(row.get(c) or "").strip()]
+        problems.append(f"unknown column(s) {unknown}; columns are {', '.join(REQUIRED + OPTIONAL)} and the overrides "
+                        f"{', '.join(OVERRIDES)}")
+    texts = (*REQUIRED, *OPTIONAL, *(key for key, kind in OVERRIDES.items() if kind is str))
+    wrong = [key for key in texts if row.get(key) is not None and not isinstance(row[key], str)]  # JSON only
+    problems += [f"{key}={row[key]!r} is not text (in JSON, put it in quotes)" for key in wrong]
+    missing = [c for c in REQUIRED if c not in wrong and not str(row.get(c) or "").strip()]
     if missing:
-        raise JobError(f"row {number}: {', '.join(missing)} missing.")
-    overrides, bad = {}, []
+        problems.append(f"{', '.join(missing)} missing")
+    overrides = {}
     for key, kind in OVERRIDES.items():
         value = row.get(key)
-        if value is None or str(value).strip() == "":
+        if value is None or key in wrong or str(value).strip() == "":
             continue
         try:
             overrides[key] = {int: _whole, float: _finite, str: str}[kind](value)
         except ValueError:
-            bad.append(f"{key}={value!r} is not a {'whole' if kind is int else 'finite'} number")
-    if bad:
-        raise JobError(f"row {number}: {'; '.join(bad)}.")
-    _check_second_reference(number, row, overrides)
+            problems.append(f"{key}={value!r} is not a {'whole' if kind is int else 'finite'} number")
+    if not wrong:
+        problems += filter(None, [_second_reference_problem(row, overrides)])
+    if problems:
+        raise JobError(f"row {number}: {'; '.join(problems)}.")
     paths = {key: _path(row[key], base) for key in ("reference", "target")}
     name = str(row.get("name") or "").strip() or f"{number:04d}_{paths['target'].stem}_{paths['reference'].stem}"
     second = str(row.get("reference_2") or "").strip()
@@ -110,15 +115,15 @@ def _job(number: int, row: dict, base: Path) -> Job:
                str(row.get("reference_2_caption") or "") if second else "")
 
 
-def _check_second_reference(number: int, row: dict, overrides: dict):
+def _second_reference_problem(row: dict, overrides: dict) -> str | None:
     given = [c for c in SECOND_REFERENCE if str(row.get(c) or "").strip()]
     if given == ["reference_2"]:
-        raise JobError(f"row {number}: reference_2 is given without reference_2_caption; give the second reference's "
-                       "caption (what it shows, as reference_caption for the first).")
+        return ("reference_2 is given without reference_2_caption; give the second reference's caption (what it "
+                "shows, as reference_caption for the first)")
     if "reference_2" not in given and (given or "reference_2_negative_prompt" in overrides):
         column = given[0] if given else "reference_2_negative_prompt"
-        raise JobError(f"row {number}: {column} is given without reference_2 (the second reference video); give "
-                       f"it, or leave {column} empty.")
+        return f"{column} is given without reference_2 (the second reference video); give it, or leave {column} empty"
+    return None
 
 
 def _path(text, base: Path) -> Path:

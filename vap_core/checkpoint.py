@@ -194,7 +194,9 @@ def _shards(index: Path) -> list[Path]:
     try:
         weight_map = json.loads(index.read_text())["weight_map"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise CorruptCheckpointError(f"{index} is not a safetensors index (no weight_map: {err}).") from None
+        raise CorruptCheckpointError(
+            f"{index} is not a safetensors index (no weight_map: {err}): it is damaged or not the checkpoint's index "
+            "json. Download it again (it lists which shard holds each tensor), or point to the checkpoint's folder.") from None
     shards = sorted(set(weight_map.values()))
     folder = index.parent.resolve()
     for shard in shards:

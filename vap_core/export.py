@@ -11,8 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import (DTYPES, TensorSource, check_tensors, convert_dtype, module_shapes, refuse_pickle,
-                         storage_dtype)
+from .checkpoint import DTYPES, TensorSource, check_tensors, convert_dtype, module_shapes, storage_dtype
 from .errors import MissingShardError, NotACheckpointError, VAPError
 from .expert import FORMAT, expert_source
 from .released import read_released
@@ -27,7 +26,9 @@ def export_expert(src, dst, dtype: str = "bf16", progress=None) -> dict:
     if dtype not in EXPORT_DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of {', '.join(EXPORT_DTYPES)}")
     refuse_expert_file(Path(src))
-    source = expert_source(read_released(src))
+    released = read_released(src)  # reads the config and the headers, no tensor yet
+    check_outside(Path(dst), released.tensors.files[0].parent)
+    source = expert_source(released)
     tensors, names = source.tensors, source.names
     check_tensors(module_shapes(source.empty()), {w: tensors.shape(n) for w, n in names.items()}, f"{src} (expert)")
 
@@ -51,12 +52,23 @@ def export_expert(src, dst, dtype: str = "bf16", progress=None) -> dict:
 def check_destination(dst: Path):
     """Refuse a DST that cannot be written, before anything is read: a missing folder is more likely
     a typo than a wish for a new one."""
-    refuse_pickle(dst)
     if dst.is_dir():
         raise NotACheckpointError(f"DST {dst} is a folder: name the file to write, e.g. {dst / 'vap_expert_bf16.safetensors'}.")
+    if dst.suffix != ".safetensors":
+        raise NotACheckpointError(f"DST {dst} must be a .safetensors file (the only format this pack writes or "
+                                  f"reads), e.g. {dst.with_suffix('.safetensors')}. Nothing was read.")
     if not dst.parent.is_dir():
         raise MissingShardError(f"the folder of DST {dst} ({dst.parent}) does not exist. Nothing was read. Check the "
                                 f"path, or create the folder first (mkdir -p {dst.parent}).")
+
+
+def check_outside(dst: Path, weights_folder: Path):
+    """Refuse a DST inside the folder of the checkpoint's weights (transformer/): a stray file there would be
+    seen by a later scan of its shards or index, or could overwrite one."""
+    folder = weights_folder.resolve()
+    if dst.resolve().is_relative_to(folder):
+        raise NotACheckpointError(f"DST {dst} is inside the checkpoint it exports from ({folder}); nothing was "
+                                  "written. Write the expert elsewhere, e.g. ComfyUI/models/vap/.")
 
 
 def refuse_expert_file(src: Path):

@@ -8,6 +8,10 @@ import torch
 from .errors import InputError
 
 MODES = ("evenly", "first", "random")
+# "evenly" on a clip shorter than the request repeats frames, as the paper's pipeline does. Beyond 4
+# copies of each frame, whole latent frames (Wan's VAE packs 4 video frames into one) would hold a
+# single still picture, so the reference's motion would come in jumps: such a request is refused.
+MAX_REPEAT = 4
 
 
 def select_frames(total: int, count: int, mode: str = "evenly", seed: int = 0) -> list[int]:
@@ -20,7 +24,15 @@ def select_frames(total: int, count: int, mode: str = "evenly", seed: int = 0) -
         raise InputError(f"frame selection {mode!r} is not one of {', '.join(MODES)}.")
     if count < 1 or total < 1:
         raise InputError(f"cannot take {count} frames from a video of {total} frames.")
+    if count == 1:
+        raise InputError("1 reference frame is a still image, not a video: VAP takes its concept, motion or camera "
+                         "from a moving reference. Keep more frames (Wan takes 4k+1: 5, 9, ... 49, the paper's).")
     if mode == "evenly":
+        if count > MAX_REPEAT * total:
+            raise InputError(
+                f"the reference video has {total} frames; {count} would repeat each about {count / total:.0f} times "
+                f"(at most {MAX_REPEAT} is allowed: beyond that its motion comes in jumps). Keep at most "
+                f"{MAX_REPEAT * total} frames, or use a longer video.")
         return torch.linspace(0, total - 1, count).long().tolist()
     if total < count:
         raise InputError(
@@ -28,6 +40,29 @@ def select_frames(total: int, count: int, mode: str = "evenly", seed: int = 0) -
             "video, a smaller frame count, or 'evenly' (which spreads the frames it has).")
     start = 0 if mode == "first" else random.Random(seed).randint(0, total - count)
     return list(range(start, start + count))
+
+
+def repeat_notice(total: int, count: int, mode: str) -> str | None:
+    """What to tell the user when `evenly` repeats the frames of a clip shorter than `count`, else None."""
+    if mode != "evenly" or count <= total:
+        return None
+    return (f"the reference video has {total} frames and {count} were asked: 'evenly' repeats each about "
+            f"{count / total:.1f} times (as the paper's pipeline does for a short clip). A longer clip gives smoother motion.")
+
+
+# A reference under 1/8 of the video's size on a side has less than one of its pixels per latent cell
+# (Wan's VAE works on 8x8 pixel cells): stretched up, it carries nothing the model can read.
+MIN_REFERENCE_SCALE = 8
+
+
+def check_reference_size(ref_width: int, ref_height: int, width: int, height: int):
+    """Refuse a reference far below the video's size (see MIN_REFERENCE_SCALE)."""
+    least_w, least_h = -(-width // MIN_REFERENCE_SCALE), -(-height // MIN_REFERENCE_SCALE)
+    if ref_width < least_w or ref_height < least_h:
+        raise InputError(
+            f"the reference is {ref_width}x{ref_height}, far below the video's {width}x{height}: under one of its "
+            f"pixels per 8x8 cell that the model sees. Use a reference of at least {least_w}x{least_h}, ideally near "
+            "the video's size.")
 
 
 FITS = ("stretch", "crop", "pad")

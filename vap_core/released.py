@@ -1,6 +1,7 @@
 """The released VAP checkpoint (diffusers layout): which of its tensors are backbone and which expert."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from .backbone import WanI2V
@@ -57,4 +58,12 @@ def read_released(src, opened: TensorSource | None = None) -> Released:
             and len(set(layers)) == len(layers)):
         raise CorruptCheckpointError(f"{config_path}: block_idx_with_mot_ref is {layers!r}; it must be a list of "
                                      "distinct layer numbers (integers from 0). Download config.json again.")
+    held = {int(m.group(1)) for name in parts["expert"] if (m := re.match(r"blocks\.(\d+)\.", name))}
+    if held != set(layers):
+        missing, unlisted = sorted(set(layers) - held), sorted(held - set(layers))
+        raise CorruptCheckpointError(
+            f"{config_path} does not match the weights beside it: block_idx_with_mot_ref "
+            + (f"lists layer(s) {missing} that the weights hold no expert tensors for" if missing else
+               f"leaves out layer(s) {unlisted} that the weights hold expert tensors for")
+            + ". The config.json is damaged or from another checkpoint: download it again with the weights.")
     return Released(str(src), cfg, tuple(sorted(layers)), tensors, parts["backbone"], parts["expert"])

@@ -13,7 +13,7 @@ from PIL import Image, ImageOps, ImageSequence
 
 from .decode_plan import Packet, packets_to_decode
 from .errors import InputError
-from .frames import select_frames
+from .frames import repeat_notice, select_frames
 from .orientation import as_shown, orientation
 
 _PIL_SUFFIXES = (".gif", ".webp")  # animated images: FFmpeg's webp decoder has no animation support
@@ -24,12 +24,14 @@ _SKIPS_EACH_FRAME = ("h264", "hevc")
 
 def read_frames(path, count: int, mode: str = "evenly", seed: int = 0, max_side: int | None = None,
                 progress: Callable[[int, int], None] | None = None,
-                check_interrupt: Callable[[], None] | None = None) -> tuple[torch.Tensor, float]:
+                check_interrupt: Callable[[], None] | None = None,
+                notice: Callable[[str], None] | None = None) -> tuple[torch.Tensor, float]:
     """(count, H, W, 3) float frames in 0..1 chosen by `mode` (see frames.select_frames), and the fps.
 
     Frames larger than `max_side` on their longer side are scaled down to it (aspect kept).
     `progress(done, total)` is called as kept frames are read; `check_interrupt()` is called after
-    every frame the decoder gives (packets left out are not decoded) and may raise to stop the reading."""
+    every frame the decoder gives (packets left out are not decoded) and may raise to stop the reading;
+    `notice(text)` is told when frames repeat (a clip shorter than `count`)."""
     path = Path(path)
     reader = _PilReader if path.suffix.lower() in _PIL_SUFFIXES else _AvReader
     video = _readable(path, lambda: reader(path))
@@ -38,6 +40,8 @@ def read_frames(path, count: int, mode: str = "evenly", seed: int = 0, max_side:
         raise InputError(f"{path.name} holds {total} frame{'s' if total != 1 else ''}: a still image, not a video. "
                          "VAP takes its concept, motion or camera from a moving reference: use a video.")
     indices = select_frames(total, count, mode, seed)
+    if notice and repeat_notice(total, count, mode):
+        notice(f"{path.name}: {repeat_notice(total, count, mode)}")
     slots = {}  # frame index -> its places in the output ("evenly" repeats frames of a short video)
     for place, index in enumerate(indices):
         slots.setdefault(index, []).append(place)
