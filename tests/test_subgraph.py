@@ -99,7 +99,7 @@ def test_dropped_into_the_stock_wan_graph_it_queues_the_shipped_nodes_and_runs_t
     run = result["run"]
     assert run["queue_status"] == 200, run["queue_answer"]
     assert run["error"] is None and "execution_success" in run["events"], run
-    video = next(f for f in run["saved"] if f["filename"].endswith(".mp4"))
+    video = next(f for o in run["outputs"] for f in o["output"].get("images", []) if f["filename"].endswith(".mp4"))
     with av.open(str(frontend.base / "output" / video["subfolder"] / video["filename"])) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 9 and frames[0].shape == (tiny.SIZE, tiny.SIZE, 3)

@@ -10,7 +10,7 @@
 //             "host": {promoted widget: value}, "inner": {api id: {widget: value}}}
 import fs from "fs";
 import path from "path";
-import { closeDialogs, launch, openComfy } from "../../tools/browser/comfy_page.mjs";
+import { closeDialogs, launch, openComfy, runFromUI } from "../../tools/browser/comfy_page.mjs";
 
 const [url, name, tinyPath, outDir] = process.argv.slice(2);
 const tiny = JSON.parse(fs.readFileSync(tinyPath, "utf8"));
@@ -56,7 +56,10 @@ try {
   }, name);
   if (result.added) {
     result.prompt = (await page.evaluate(() => window.app.graphToPrompt())).output;
-    await page.evaluate(() => window.app.canvas.setDirty(true, true));
+    await page.evaluate(() => {  // the view moved up, so the whole node shows below the template's
+      window.app.canvas.ds.offset[1] -= 150;
+      window.app.canvas.setDirty(true, true);
+    });
     await pause(500);
     await page.screenshot({ path: path.join(outDir, "subgraph in the stock Wan 2.1 I2V graph.jpg"), type: "jpeg", quality: 80 });
 
@@ -79,24 +82,8 @@ try {
       for (const [inner, values] of Object.entries(tiny.inner)) {
         for (const [name, value] of Object.entries(values)) set(host.subgraph.getNodeById(Number(inner)), name, value);
       }
-      window.vapEvents = [];
-      for (const kind of ["executed", "execution_success", "execution_error"]) {
-        window.app.api.addEventListener(kind, (e) => window.vapEvents.push({ kind, detail: e.detail }));
-      }
     }, tiny, result.added.id);
-    const queued = page.waitForResponse((r) => r.url().endsWith("/prompt") && r.request().method() === "POST");
-    await page.evaluate(() => { window.app.queuePrompt(0, 1); });  // what the Run button does
-    const answer = await queued;
-    result.run = { queue_status: answer.status(), queue_answer: await answer.json() };
-    if (answer.ok()) {
-      await page.waitForFunction(() => window.vapEvents.some((e) => ["execution_success", "execution_error"].includes(e.kind)),
-        { timeout: 600000, polling: 500 });
-      Object.assign(result.run, await page.evaluate(() => ({
-        events: window.vapEvents.map((e) => e.kind),
-        error: window.vapEvents.find((e) => e.kind === "execution_error")?.detail ?? null,
-        saved: window.vapEvents.filter((e) => e.kind === "executed").flatMap((e) => e.detail.output?.images ?? []),
-      })));
-    }
+    result.run = await runFromUI(page);
   }
   // a newer frontend asks this ComfyUI for endpoints it does not have yet (404): not the pack's doing
   result.page_errors = errors.slice(startupErrors).filter((e) => !e.includes("Failed to load resource") && !/\b404\b/.test(e));

@@ -9,7 +9,7 @@
 //             "searches": [query, ...]}                    (typed into the node library's search box)
 import fs from "fs";
 import path from "path";
-import { closeDialogs, launch, openComfy } from "../../tools/browser/comfy_page.mjs";
+import { closeDialogs, launch, openComfy, runFromUI } from "../../tools/browser/comfy_page.mjs";
 
 const [url, uiPath, apiPath, tinyPath, outDir] = process.argv.slice(2);
 const workflow = JSON.parse(fs.readFileSync(uiPath, "utf8"));
@@ -186,25 +186,7 @@ try {
         }
       }
     }, workflow, tiny);
-    await page.evaluate(() => {
-      window.vapEvents = [];
-      for (const kind of ["execution_start", "executed", "execution_success", "execution_error"]) {
-        window.app.api.addEventListener(kind, (e) => window.vapEvents.push({ kind, detail: e.detail }));
-      }
-  });
-  const queued = page.waitForResponse((r) => r.url().endsWith("/prompt") && r.request().method() === "POST");
-  await page.evaluate(() => { window.app.queuePrompt(0, 1); });  // what the Run button does
-  const answer = await queued;
-  result.run = { queue_status: answer.status(), queue_answer: await answer.json() };
-  if (answer.ok()) {
-    await page.waitForFunction(() => window.vapEvents.some((e) => ["execution_success", "execution_error"].includes(e.kind)),
-      { timeout: 600000, polling: 500 });
-    Object.assign(result.run, await page.evaluate(() => ({
-      events: window.vapEvents.map((e) => e.kind),
-      error: window.vapEvents.find((e) => e.kind === "execution_error")?.detail ?? null,
-      outputs: window.vapEvents.filter((e) => e.kind === "executed").map((e) => ({ node: e.detail.node, output: e.detail.output })),
-    })));
-  }
+  result.run = await runFromUI(page);
   const saved = (result.run.outputs ?? []).flatMap((o) => o.output?.images ?? []).find((f) => /\.(mp4|webm)$/.test(f.filename));
   result.run.video = saved ? await page.evaluate(async (f) => {
     const video = document.createElement("video");

@@ -33,3 +33,28 @@ export async function closeDialogs(page) {
     await new Promise((resolve) => setTimeout(resolve, 300));
   }
 }
+
+// Queues the graph loaded in the page as the Run button does and waits for the run to end:
+// {queue_status, queue_answer, events, error, outputs: [{node, output}]} (no events when refused).
+export async function runFromUI(page) {
+  await page.evaluate(() => {
+    window.vapEvents = [];
+    for (const kind of ["execution_start", "executed", "execution_success", "execution_error"]) {
+      window.app.api.addEventListener(kind, (e) => window.vapEvents.push({ kind, detail: e.detail }));
+    }
+  });
+  const queued = page.waitForResponse((r) => r.url().endsWith("/prompt") && r.request().method() === "POST");
+  await page.evaluate(() => { window.app.queuePrompt(0, 1); });
+  const answer = await queued;
+  const run = { queue_status: answer.status(), queue_answer: await answer.json() };
+  if (answer.ok()) {
+    await page.waitForFunction(() => window.vapEvents.some((e) => ["execution_success", "execution_error"].includes(e.kind)),
+      { timeout: 600000, polling: 500 });
+    Object.assign(run, await page.evaluate(() => ({
+      events: window.vapEvents.map((e) => e.kind),
+      error: window.vapEvents.find((e) => e.kind === "execution_error")?.detail ?? null,
+      outputs: window.vapEvents.filter((e) => e.kind === "executed").map((e) => ({ node: e.detail.node, output: e.detail.output })),
+    })));
+  }
+  return run;
+}
