@@ -87,8 +87,15 @@ class VAPRunner:
         pt, ph, pw = wan.patch_size
         grid = tuple(-(-s // p) for s, p in zip(x.shape[2:], wan.patch_size))  # ComfyUI pads to the patch size
 
+        rope_options = transformer_options.get("rope_options")
+
         def rope_freqs(g, t_start):
-            return wan.rope_encode(g[0] * pt, g[1] * ph, g[2] * pw, t_start=t_start, device=x.device, dtype=x.dtype)
+            if rope_options is None:  # (ComfyUI 0.3.64's rope_encode takes no transformer_options)
+                return wan.rope_encode(g[0] * pt, g[1] * ph, g[2] * pw, t_start=t_start, device=x.device, dtype=x.dtype)
+            # a RoPE patch (ScaleROPE: shift_t, scale_t, ...) moves and spaces the target's positions; the reference
+            # moves with it, its frames just before the target's first one at the target's spacing
+            return wan.rope_encode(g[0] * pt, g[1] * ph, g[2] * pw, t_start=t_start * rope_options.get("scale_t", 1.0),
+                                   device=x.device, dtype=x.dtype, transformer_options=transformer_options)
 
         vap_pass = ExpertPass(self.module, references, grid, x.shape[0], rope_freqs, comfy_host(transformer_options),
                               self.placement, self.rope_delta)
@@ -106,15 +113,25 @@ class VAPRunner:
                 return {"img": vap_pass.layer(i, block, Stream(args["img"], e, args["pe"], args["txt"], img_len))}
             return replacement
 
+        blocks_ran = []  # a cache (EasyCache) inside this wrapper may answer a call without running any block
+
+        def marked(args, extra):
+            blocks_ran.append(True)
+            return extra["original_block"](args)
+
         options = transformer_options.copy()
         patches = options.get("patches_replace", {}).copy()
         dit = patches.get("dit", {}).copy()
         for i in self.module.layers:
             dit[("double_block", i)] = _chain(dit.get(("double_block", i)), joint(i))
+        plain = [i for i in range(len(wan.blocks)) if i not in self.module.layers]
+        if plain:  # the first layer without an expert block tells whether the model's blocks ran at all
+            dit[("double_block", plain[0])] = _chain(dit.get(("double_block", plain[0])), marked)
         patches["dit"] = dit
         options["patches_replace"] = patches
         out = executor(x, timestep, context, clip_fea, time_dim_concat, options, **kwargs)
-        vap_pass.finish()
+        if vap_pass.started or blocks_ran:  # else a cached answer: no layer of the model ran, none was skipped
+            vap_pass.finish()
         return out
 
     def _embedded(self, ref: EncodedReference, run: _Run | None, x: torch.Tensor) -> EmbeddedReference:

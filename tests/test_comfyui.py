@@ -3,6 +3,7 @@ ComfyUI is found; see tools/comfy_server.py)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -276,6 +277,51 @@ def test_a_patch_that_skips_an_expert_layer_fails_loudly_and_other_layers_are_fi
     assert harness.execution_error(server.run(with_slg("1"))) is None
     error = harness.execution_error(server.run(with_slg("2")))
     assert error is not None and "VAP expert layers [2] never ran" in error["exception_message"], error
+
+
+def with_easycache(graph: dict, place: str) -> dict:
+    """Stock EasyCache (its defaults) on the sampler's model, or on the model Apply VAP Expert takes."""
+    ids = {n["class_type"]: k for k, n in graph.items()}
+    user = graph[ids["KSampler" if place == "after ModelSamplingSD3" else "VAPApplyExpert"]]["inputs"]
+    graph["960"] = {"class_type": "EasyCache", "inputs": {"model": user["model"], "reuse_threshold": 0.2,
+                                                          "start_percent": 0.15, "end_percent": 0.95, "verbose": False}}
+    user["model"] = ["960", 0]
+    return graph
+
+
+@pytest.mark.parametrize("place", ["after ModelSamplingSD3", "before Apply VAP Expert"])
+def test_easycache_skips_steps_with_the_expert_applied(server, comfy, place):
+    """A step EasyCache skips runs no block at all: a cached answer, not a layer skipped by another patch."""
+    before = len(server.log_text())
+    vap = run_latent(server, comfy[2], with_easycache(harness.tiny_workflow(steps=20), place))
+    skipped = re.findall(r"EasyCache - skipped (\d+)/20 steps", server.log_text()[before:])
+    assert len(skipped) == 1 and int(skipped[0]) > 0, server.log_text()[before:][-3000:]
+    plain = run_latent(server, comfy[2], with_easycache(plain_wan(harness.tiny_workflow(steps=20)), "after ModelSamplingSD3"))
+    assert (vap - plain).abs().max() > 1e-3  # the expert acted on the steps that ran
+
+
+def with_scale_rope(graph: dict, scale_t: float, shift_t: float) -> dict:
+    """Stock ScaleROPE (ComfyUI 0.33) on the sampler's model."""
+    ids = {n["class_type"]: k for k, n in graph.items()}
+    sampler = graph[ids["KSampler"]]["inputs"]
+    graph["970"] = {"class_type": "ScaleROPE", "inputs": {"model": sampler["model"], "scale_x": 1.0, "shift_x": 0.0,
+                                                          "scale_y": 1.0, "shift_y": 0.0, "scale_t": scale_t, "shift_t": shift_t}}
+    sampler["model"] = ["970", 0]
+    return graph
+
+
+def test_a_temporal_rope_shift_moves_the_reference_with_the_target(server, comfy):
+    """Attention sees only position differences: with the reference moved with the target (and spaced
+    like it), a shift_t changes nothing, at any scale_t. Left behind, it would change the result."""
+    if harness.comfy_version(comfy[0]) < (0, 33):
+        pytest.skip("ComfyUI 0.3.64 has no RoPE patches (rope_options, ScaleROPE)")
+    base, wf = comfy[2], harness.tiny_workflow
+    plain = run_latent(server, base, plain_wan(wf(steps=2)))
+    for scale in (1.0, 2.0):
+        unshifted = run_latent(server, base, with_scale_rope(wf(steps=2), scale, 0.0))
+        shifted = run_latent(server, base, with_scale_rope(wf(steps=2), scale, 4.0))
+        assert (shifted - unshifted).abs().max() <= 1e-4, scale
+        assert (unshifted - plain).abs().max() > 1e-3  # the expert acts
 
 
 def test_a_reversed_expert_window_warns(server):

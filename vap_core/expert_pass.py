@@ -84,6 +84,11 @@ class ExpertPass:
             stream.tokens = new
         return tokens
 
+    @property
+    def started(self) -> bool:
+        """Whether an expert layer has run in this call."""
+        return self._next > 0
+
     def finish(self):
         """After the model call: every expert layer must have run."""
         if self._next != len(self.expert.layers):
