@@ -14,9 +14,6 @@ from .binding import KEY, VAPRunner
 from .choices import CATEGORY, check_choice
 from .loaders import ExpertSocket
 
-# fp8-stored backbones round their modulation tables by up to ~6%
-_FP8_RTOL = 0.08
-
 
 class VAPApplyExpert(io.ComfyNode):
     @classmethod
@@ -105,9 +102,7 @@ def warn_if_other_backbone(model, expert):
     if not recorded:
         return
     wan = model.model.diffusion_model
-    params = {name: wan.get_parameter(name) for name in ("head.modulation", "blocks.0.modulation")}
-    rtol = _FP8_RTOL if any(p.dtype.itemsize == 1 for p in params.values()) else None
-    if not fingerprint_matches(recorded, lambda name: params[name].float(), wan.num_layers, wan.dim, rtol=rtol):
+    if not fingerprint_matches(recorded, wan.get_parameter, wan.num_layers, wan.dim):
         logging.warning("VAP: this Wan model's weights differ from the backbone the expert was trained with "
                         "(Wan2.1-I2V-14B-480P). It will run, but results may be worse; a fine-tune or a 720P model "
                         "is not what the expert expects.")

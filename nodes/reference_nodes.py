@@ -13,6 +13,7 @@ import nodes
 from comfy_api.latest import io
 
 from ..vap_core.errors import InputError
+from ..vap_core.expert_pass import VAE_STRIDE
 from ..vap_core.frames import FITS, MODES, check_reference_size, fit_frames
 from .reference_cond import EncodedReference, add_reference
 from ..vap_core.suffixes import VIDEO_SUFFIXES
@@ -150,7 +151,7 @@ def video_size(positive) -> tuple[int, int]:
     if latent is None:
         raise InputError("positive has no image-to-video latent: connect WanImageToVideo's positive and negative to "
                          "VAP Encode Reference (it reads the video's width and height from them).")
-    return latent.shape[-1] * 8, latent.shape[-2] * 8
+    return latent.shape[-1] * VAE_STRIDE, latent.shape[-2] * VAE_STRIDE
 
 
 def encode_reference_input(vae, frames: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 from tests.helpers import edges, write_phone_clip
 from tools import comfy_server as harness
 from tools import tiny_names as tiny
+from vap_batch.workflow import GUIDANCE_WORKFLOW, TWO_REFERENCES_WORKFLOW
 
 NODE_IDS = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference",
             "VAPReferenceGuider")
@@ -213,7 +214,6 @@ def test_bad_inputs_are_refused_at_validation_once_each(server, comfy, tmp_path)
 
 def test_a_portrait_phone_clip_comes_out_upright(server, comfy):
     """Stored landscape with a 90-degree display rotation: the node's frames stand upright, by content."""
-    from PIL import Image
     write_phone_clip(comfy[2] / "input" / "vap_phone.mp4", (0, 1, -1, 0))
     history = server.run({
         "1": {"class_type": "VAPLoadReferenceVideo", "inputs": {"video": "vap_phone.mp4", "frames": 3,
@@ -226,18 +226,15 @@ def test_a_portrait_phone_clip_comes_out_upright(server, comfy):
     assert edges(frame) == ("right", "top")  # the stored top edge turned to the right, the left edge to the top
 
 
-GUIDANCE = harness.API_WORKFLOW.with_name("vap_wan21_i2v_480p_reference_guidance.json")
-
-
 @pytest.mark.floor
 def test_reference_guidance_workflow_runs_and_at_zero_is_the_papers_sampling(server, comfy):
     base = comfy[2]
-    guided = run_latent(server, base, harness.tiny_workflow(steps=2, workflow=GUIDANCE))
+    guided = run_latent(server, base, harness.tiny_workflow(steps=2, workflow=GUIDANCE_WORKFLOW))
     stronger = run_latent(server, base, harness.tiny_workflow(
-        steps=2, workflow=GUIDANCE, changes={("VAPReferenceGuider", "reference_cfg"): 3.0}))
+        steps=2, workflow=GUIDANCE_WORKFLOW, changes={("VAPReferenceGuider", "reference_cfg"): 3.0}))
     paper = run_latent(server, base, harness.tiny_workflow(
-        steps=2, workflow=GUIDANCE, changes={("VAPReferenceGuider", "reference_cfg"): 0.0}))
-    stock = harness.tiny_workflow(steps=2, workflow=GUIDANCE)
+        steps=2, workflow=GUIDANCE_WORKFLOW, changes={("VAPReferenceGuider", "reference_cfg"): 0.0}))
+    stock = harness.tiny_workflow(steps=2, workflow=GUIDANCE_WORKFLOW)
     guider = next(n for n in stock.values() if n["class_type"] == "VAPReferenceGuider")
     guider["class_type"] = "CFGGuider"
     for name in ("reference_cfg", "start_percent", "end_percent"):
@@ -246,15 +243,12 @@ def test_reference_guidance_workflow_runs_and_at_zero_is_the_papers_sampling(ser
     assert (guided - paper).abs().max() > 1e-4 and (stronger - guided).abs().max() > 1e-4
 
 
-TWO_REFERENCES = harness.API_WORKFLOW.with_name("vap_wan21_i2v_480p_two_references.json")
-
-
 @pytest.mark.floor
 def test_two_references_workflow_runs_and_both_references_count(server, comfy):
     base = comfy[2]
 
     def two(placement="sequential"):
-        graph = harness.tiny_workflow(steps=2, workflow=TWO_REFERENCES, changes={("VAPApplyExpert", "placement"): placement})
+        graph = harness.tiny_workflow(steps=2, workflow=TWO_REFERENCES_WORKFLOW, changes={("VAPApplyExpert", "placement"): placement})
         graph["25"]["inputs"]["selection"] = "first"  # the second reference: other frames of the clip
         return run_latent(server, base, graph)
     one = run_latent(server, base, harness.tiny_workflow(steps=2))

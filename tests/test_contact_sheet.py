@@ -12,12 +12,12 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 
 from tests.helpers import browser_missing
 from tools import comfy_server as harness
+from tools.clips import write_clip
 from vap_batch.__main__ import main
 from vap_batch.contact_sheet import ContactSheet, write_contact_sheet
 from vap_batch.jobs import Job, read_jobs
@@ -31,16 +31,10 @@ XSS = "<script>alert(1)</script>"
 HEADER = "name,reference,target,reference_caption,target_caption,seed"
 
 
-def write_clip(path: Path, frames: int = 5, size: int = 32) -> Path:
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=8)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(frames):
-            image = np.full((size, size, 3), 40 * i % 255, dtype=np.uint8)
-            out.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        out.mux(stream.encode())
-    return path
+def clip(path: Path, frames: int = 5, size: int = 32) -> Path:
+    """A small mpeg4 clip of flat grey frames getting lighter."""
+    return write_clip(path, [np.full((size, size, 3), 40 * i % 255, dtype=np.uint8) for i in range(frames)],
+                      codec="mpeg4", fps=8)
 
 
 # ---------------------------------------------------------------- rendering, no server
@@ -49,9 +43,9 @@ def test_sheet_escapes_text_links_media_relatively_and_shows_failed_rows_in_red(
     media, out = tmp_path / "my media", tmp_path / "out"
     media.mkdir()
     out.mkdir()
-    write_clip(media / "ref.mp4")
+    clip(media / "ref.mp4")
     (media / "horse.png").write_bytes(b"\x89PNG not really")
-    write_clip(out / "good.mp4")
+    clip(out / "good.mp4")
     jobs = [Job(1, "good", media / "ref.mp4", media / "horse.png", XSS, 'a "horse" & <b>co</b>', {"seed": 7, "steps": 12}),
             Job(2, "bad", media / "bad.mp4", media / "horse.png", "broken", "a horse", {}),
             Job(3, "later", media / "ref.mp4", media / "horse.png", "not run yet", "x", {})]
@@ -93,7 +87,7 @@ def closed_port() -> int:
 @pytest.mark.parametrize("flags, expected", [([], [".posters", "index.html", "report.json"]),
                                              (["--no-html"], ["report.json"])], ids=["default", "--no-html"])
 def test_every_run_writes_the_sheet_unless_no_html(tmp_path, flags, expected, capsys):
-    write_clip(tmp_path / "ref.mp4")
+    clip(tmp_path / "ref.mp4")
     (tmp_path / "jobs.csv").write_text(f"{HEADER}\nonly,ref.mp4,ref.mp4,{XSS},a horse,5\n")
     out = tmp_path / "out"
     status = main([str(tmp_path / "jobs.csv"), "--out", str(out), "--server", f"http://127.0.0.1:{closed_port()}",

@@ -11,6 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from vap_core.backbone import WanI2V
+from vap_core.checkpoint import module_shapes
 from vap_core.config import WanConfig
 from vap_core.expert import VAPExpert
 from vap_core.keys import convert_released_name
@@ -65,11 +66,6 @@ def _write_shards(tdir: Path, names: list, shards: int, write):
     (tdir / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
 
 
-def state_shapes(module) -> dict:
-    """name -> shape of a module's state (a module on the meta device costs no memory)."""
-    return {name: tuple(t.shape) for name, t in module.state_dict().items()}
-
-
 def released_names(config: dict) -> list[str]:
     """Every tensor name of a released checkpoint with this config (names taken from case_small)."""
     template = Case("case_small").group("official")
@@ -108,8 +104,8 @@ def write_random_released(folder: Path, config: dict, shards: int = 3, seed: int
     """A random bf16 checkpoint in the released layout, written one tensor at a time.
     Returns {"expert_bytes": ..., "backbone_bytes": ...}."""
     cfg = WanConfig.from_diffusers(config)
-    shapes = {"backbone": state_shapes(WanI2V(cfg, device="meta")),
-              "expert": state_shapes(VAPExpert(cfg, config["block_idx_with_mot_ref"], device="meta"))}
+    shapes = {"backbone": module_shapes(WanI2V(cfg, device="meta")),
+              "expert": module_shapes(VAPExpert(cfg, config["block_idx_with_mot_ref"], device="meta"))}
     tdir = folder / "transformer"
     tdir.mkdir(parents=True, exist_ok=True)
     (tdir / "config.json").write_text(json.dumps(config))
@@ -147,7 +143,7 @@ def write_random_wan_and_expert(wan_file: Path, expert_file: Path, cfg: WanConfi
             ("backbone_bytes", wan_file, WanI2V(cfg, device="meta"), {}),
             ("expert_bytes", expert_file, VAPExpert(cfg, layers, device="meta"),
              expert_metadata(cfg, layers, "random weights", "", "bf16"))):
-        shapes = state_shapes(module)
+        shapes = module_shapes(module)
         write_streaming(path, [(n, torch.bfloat16, s) for n, s in shapes.items()],
                         lambda n: random_tensor(n, shapes[n], gen).to(torch.bfloat16), meta)
         sizes[key] = sum(torch.Size(s).numel() * 2 for s in shapes.values())

@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 from tools import tiny_names as tiny
+from vap_batch.workflow import DEFAULT_WORKFLOW
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-API_WORKFLOW = ROOT / "workflows" / "api" / "vap_wan21_i2v_480p.json"
 
 SETUP_HINT = ("Install this pack in your ComfyUI (ComfyUI/custom_nodes/), or set COMFYUI_PATH to a ComfyUI folder "
               "(and COMFYUI_PYTHON to the Python that runs it). To give a ComfyUI source folder a CPU-only "
@@ -110,7 +110,7 @@ def tiny_inputs(steps: int = 2, length: int = 9, size: int = tiny.SIZE) -> dict:
 
 
 def tiny_workflow(steps: int = 2, length: int = 9, size: int = tiny.SIZE, changes: dict | None = None,
-                  workflow: Path = API_WORKFLOW) -> dict:
+                  workflow: Path = DEFAULT_WORKFLOW) -> dict:
     """A shipped API workflow with tiny models, tiny sizes and the test inputs substituted;
     `changes` maps (class_type, input name) to a value."""
     graph = json.loads(workflow.read_text())

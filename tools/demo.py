@@ -36,7 +36,7 @@ def main() -> int:
     comfy_server.prepare_base(base, python, root)
     server = comfy_server.Server(root, python, base, output=output)
     try:
-        print(f"queueing workflows/api/{comfy_server.API_WORKFLOW.name} (tiny models, 64x64, 17 frames, 4 steps) "
+        print(f"queueing workflows/api/{comfy_server.DEFAULT_WORKFLOW.name} (tiny models, 64x64, 17 frames, 4 steps) "
               f"on {server.url} ...")
         start = time.monotonic()
         history = server.run(comfy_server.tiny_workflow(steps=4, length=17, changes={

@@ -12,9 +12,10 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from tools.checkpoints import Case, random_like, state_shapes, write_released
+from tools.checkpoints import Case, random_like, write_released
 from tools.clips import write_clip
 from tools.tiny_names import *  # noqa: F403  (the file names it writes)
+from vap_core.checkpoint import module_shapes
 
 TINY_CLIP_VISION = {"hidden_size": 1280, "intermediate_size": 256, "num_attention_heads": 16, "num_hidden_layers": 2,
                     "image_size": 224, "patch_size": 14, "projection_dim": 64, "num_channels": 3, "hidden_act": "gelu",
@@ -24,7 +25,7 @@ TEXT_VOCAB = 1024
 
 def meta_shapes(build) -> dict:
     with torch.device("meta"):
-        return state_shapes(build())
+        return module_shapes(build())
 
 
 def wider(backbone: dict) -> dict:

@@ -84,7 +84,7 @@ def main(argv=None) -> int:
         return 2
     try:
         sheet = None if args.no_html else ContactSheet(Path(args.out), jobs, ", ".join(c.url for c in clients), workflow)
-        results = asyncio.run(_run(clients, jobs, workflow, Path(args.out), args.retries, args.timeout, sheet))
+        results = asyncio.run(_run(jobs, clients, workflow, Path(args.out), args.retries, args.timeout, sheet))
     except OutputError as err:
         print(f"\nerror: {err}", file=sys.stderr)
         return 2
@@ -101,7 +101,7 @@ def main(argv=None) -> int:
     return 1 if counts["failed"] else 0
 
 
-async def _run(clients: list[ComfyClient], jobs, workflow, out_dir: Path, retries: int, timeout: float, sheet):
+async def _run(jobs, clients: list[ComfyClient], workflow, out_dir: Path, retries: int, timeout: float, sheet):
     async with contextlib.AsyncExitStack() as stack:
         for client in clients:
             await stack.enter_async_context(client)

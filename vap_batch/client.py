@@ -14,6 +14,8 @@ from pathlib import Path
 
 import aiohttp
 
+from vap_core.whole_file import write_whole
+
 
 class PromptRefused(Exception):
     """The server refused the prompt (validation); the message is the server's."""
@@ -148,10 +150,8 @@ class ComfyClient:
         """Fetch an output file to dest (through dest.partial, so a cut download is never taken as done)."""
         # read whole (videos are small), so that network and local errors cannot be confused
         _, data = await self._request("GET", "/view", params={k: item.get(k, "") for k in ("filename", "subfolder", "type")})
-        partial = dest.with_name(dest.name + ".partial")
         try:
-            partial.write_bytes(data)
-            os.replace(partial, dest)
+            write_whole(dest, lambda partial: partial.write_bytes(data))
         except OSError as err:
             where = "/".join(p for p in (item.get("type", "output"), item.get("subfolder"), item["filename"]) if p)
             raise OutputError(f"cannot write {dest} ({err.strerror or err}); the job ran and the server keeps its "

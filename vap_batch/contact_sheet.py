@@ -14,6 +14,8 @@ from pathlib import Path
 
 import jinja2
 
+from vap_core.whole_file import write_whole
+
 from .client import OutputError
 from .first_frame import write_first_frame
 from .workflow import FIELDS
@@ -48,10 +50,8 @@ def write_contact_sheet(out_dir: Path, jobs: list, results: list, server: str, d
     html = _ENV.get_template("contact_sheet.html.j2").render(
         rows=rows, counts=counts, server=server, updated=time.strftime("%Y-%m-%d %H:%M:%S"))
     path = out_dir / "index.html"
-    partial = path.with_name(path.name + ".partial")
     try:
-        partial.write_text(html, encoding="utf-8")
-        os.replace(partial, path)
+        write_whole(path, lambda partial: partial.write_text(html, encoding="utf-8"))
     except OSError as err:
         raise OutputError(f"cannot write {path} ({err.strerror or err}); fix the output folder and run again "
                           "(finished rows are skipped), or pass --no-html.") from None
@@ -102,10 +102,6 @@ def _poster(video: Path, poster: Path) -> Path | None:
         if poster.is_file() and poster.stat().st_mtime >= video.stat().st_mtime:
             return poster
         poster.parent.mkdir(exist_ok=True)
-        partial = poster.with_name(poster.name + ".partial")
-        if not write_first_frame(video, partial, "mjpeg", POSTER_WIDTH):
-            return None
-        os.replace(partial, poster)
-        return poster
+        return poster if write_whole(poster, lambda partial: write_first_frame(video, partial, "mjpeg", POSTER_WIDTH)) else None
     except Exception:  # not a video, unreadable, unwritable: the page shows it without a poster
         return None

@@ -4,7 +4,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import sys
 import tempfile
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from vap_core.suffixes import VIDEO_SUFFIXES  # a target with one is a video (its first frame is used), and an output
+from vap_core.whole_file import write_whole
 
 from .client import TRANSIENT, BadAnswer, ComfyClient, OutputError, PromptRefused, ServerError
 from .first_frame import write_first_frame
@@ -334,10 +334,8 @@ def _error_text(data: dict) -> str:
 
 
 def write_report(path: Path, results: list[Result]):
-    partial = path.with_name(path.name + ".partial")
     try:
-        partial.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n")
-        os.replace(partial, path)
+        write_whole(path, lambda partial: partial.write_text(json.dumps([asdict(r) for r in results], indent=2) + "\n"))
     except OSError as err:
         raise OutputError(f"cannot write {path} ({err.strerror or err}); fix the output folder and run again "
                           "(finished rows are skipped).") from None

@@ -234,6 +234,7 @@ def check_tensors(expected: dict, provided: dict, where: str):
 
 
 def module_shapes(module: nn.Module) -> dict:
+    """name -> shape of a module's state (a module on the meta device costs no memory)."""
     return {name: tuple(p.shape) for name, p in module.state_dict().items()}
 
 

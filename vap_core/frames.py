@@ -6,6 +6,7 @@ import random
 import torch
 
 from .errors import InputError
+from .expert_pass import VAE_STRIDE
 
 MODES = ("evenly", "first", "random")
 # "evenly" on a clip shorter than the request repeats frames, as the paper's pipeline does. Beyond 4
@@ -50,19 +51,15 @@ def repeat_notice(total: int, count: int, mode: str) -> str | None:
             f"{count / total:.1f} times (as the paper's pipeline does for a short clip). A longer clip gives smoother motion.")
 
 
-# A reference under 1/8 of the video's size on a side has less than one of its pixels per latent cell
-# (Wan's VAE works on 8x8 pixel cells): stretched up, it carries nothing the model can read.
-MIN_REFERENCE_SCALE = 8
-
-
 def check_reference_size(ref_width: int, ref_height: int, width: int, height: int):
-    """Refuse a reference far below the video's size (see MIN_REFERENCE_SCALE)."""
-    least_w, least_h = -(-width // MIN_REFERENCE_SCALE), -(-height // MIN_REFERENCE_SCALE)
+    """Refuse a reference under 1/VAE_STRIDE of the video's size on a side: less than one of its pixels per
+    latent cell (Wan's VAE works on 8x8 pixel cells), so stretched up it carries nothing the model can read."""
+    least_w, least_h = -(-width // VAE_STRIDE), -(-height // VAE_STRIDE)
     if ref_width < least_w or ref_height < least_h:
         raise InputError(
             f"the reference is {ref_width}x{ref_height}, far below the video's {width}x{height}: under one of its "
-            f"pixels per 8x8 cell that the model sees. Use a reference of at least {least_w}x{least_h}, ideally near "
-            "the video's size.")
+            f"pixels per {VAE_STRIDE}x{VAE_STRIDE} cell that the model sees. Use a reference of at least "
+            f"{least_w}x{least_h}, ideally near the video's size.")
 
 
 FITS = ("stretch", "crop", "pad")

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 
 import torch
 
 from .checkpoint import SAFETENSORS_CODES
+from .whole_file import write_whole
 
 
 def write_streaming(path, specs, produce, metadata: dict[str, str]):
@@ -26,10 +26,9 @@ def write_streaming(path, specs, produce, metadata: dict[str, str]):
     header["__metadata__"] = metadata
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    try:
-        with open(tmp, "wb") as f:
+
+    def write(partial: Path):
+        with open(partial, "wb") as f:
             f.write(struct.pack("<Q", len(blob)))
             f.write(blob)
             for name, dtype, shape in specs:
@@ -38,7 +37,5 @@ def write_streaming(path, specs, produce, metadata: dict[str, str]):
                     raise ValueError(f"{name}: produced {t.dtype} {tuple(t.shape)}, announced {dtype} {tuple(shape)}")
                 f.write(t.contiguous().view(torch.uint8).numpy().data)  # no copy of the bytes
                 del t
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    write_whole(Path(path), write)
