@@ -7,6 +7,7 @@ import comfy.model_base
 import comfy.patcher_extension
 from comfy_api.latest import io
 
+from ..vap_core.config import WanConfig
 from ..vap_core.errors import IncompatibleExpertError
 from ..vap_core.expert_pass import PLACEMENTS
 from ..vap_core.fingerprint import fingerprint_matches
@@ -80,12 +81,15 @@ def check_backbone(model, expert):
         raise IncompatibleExpertError(
             f"the MODEL is {_describe(base)}. The VAP expert runs beside Wan 2.1 image-to-video 14B (480P): load "
             "wan2.1_i2v_480p_14B_*.safetensors with Load Diffusion Model.")
-    cfg = expert.cfg
-    if (cfg.dim, cfg.num_layers, cfg.num_heads, cfg.in_dim) != (wan.dim, wan.num_layers, wan.num_heads, wan.in_dim):
-        raise IncompatibleExpertError(
-            f"the expert was trained beside a Wan model of width {cfg.dim}, {cfg.num_layers} layers and {cfg.num_heads} "
-            f"heads, but the MODEL has width {wan.dim}, {wan.num_layers} layers and {wan.num_heads} heads "
-            f"(a 1.3B model has width 1536). Load Wan 2.1 I2V 14B (480P).")
+    expert.check_fits(comfy_config(wan), "the expert")
+
+
+def comfy_config(wan) -> WanConfig:
+    """The sizes of ComfyUI's Wan model as vap_core names them (ComfyUI's CLIP image projection is 1280 wide)."""
+    return WanConfig(dim=wan.dim, num_heads=wan.num_heads, ffn_dim=wan.ffn_dim, num_layers=wan.num_layers,
+                     in_dim=wan.in_dim, out_dim=wan.out_dim, text_dim=wan.text_dim,
+                     image_dim=wan.img_emb.proj[0].normalized_shape[0], freq_dim=wan.freq_dim, eps=wan.eps,
+                     patch_size=tuple(wan.patch_size), text_len=wan.text_len)
 
 
 def _describe(base) -> str:

@@ -153,7 +153,12 @@ def test_bad_inputs_come_back_as_clear_errors_and_the_server_keeps_serving(serve
     expect_error(server, wf(changes={("VAPExpertLoader", "expert_name"): tiny.NOT_AN_EXPERT}),
                  "not a VAP expert", "Load Diffusion Model")
     expect_error(server, wf(changes={("UNETLoader", "unet_name"): tiny.T2V_UNET}), "text-to-video", "Wan 2.1 image-to-video")
-    expect_error(server, wf(changes={("UNETLoader", "unet_name"): tiny.WIDE_UNET}), "width 256", "width 128")
+    expect_error(server, wf(changes={("UNETLoader", "unet_name"): tiny.WIDE_UNET}), "width 128 vs the backbone's 256")
+    # the sizes only the expert file tells, against ComfyUI's model (the same check as vap_core's)
+    expect_error(server, wf(changes={("VAPExpertLoader", "expert_name"): tiny.OTHER_TEXT_WIDTH_EXPERT}),
+                 "the expert does not fit this backbone: text width 512 vs the backbone's 4096")
+    expect_error(server, wf(changes={("VAPExpertLoader", "expert_name"): tiny.OTHER_PATCH_EXPERT}),
+                 "the expert does not fit this backbone: patch size (1, 4, 4) vs the backbone's (1, 2, 2)")
     expect_error(server, wf(changes={("VAPLoadReferenceVideo", "video"): tiny.SHORT_REFERENCE,
                                ("VAPLoadReferenceVideo", "selection"): "first"}), "has 3 frames")
     error = harness.execution_error(server.run(wf(changes={("VAPLoadReferenceVideo", "video"): tiny.NOT_A_VIDEO})))

@@ -135,16 +135,20 @@ def write_random_wan_and_expert(wan_file: Path, expert_file: Path, cfg: WanConfi
     """A random bf16 Wan 2.1 I2V file in ComfyUI's layout (what the stock UNETLoader reads) and an expert
     file in the pack's format, each written one tensor at a time (so 14B sizes fit in memory).
     Returns their sizes in bytes."""
-    from vap_core.expert import expert_metadata
-
     gen = torch.Generator().manual_seed(seed)
-    sizes = {}
-    for key, path, module, meta in (
-            ("backbone_bytes", wan_file, WanI2V(cfg, device="meta"), {}),
-            ("expert_bytes", expert_file, VAPExpert(cfg, layers, device="meta"),
-             expert_metadata(cfg, layers, "random weights", "", "bf16"))):
-        shapes = module_shapes(module)
-        write_streaming(path, [(n, torch.bfloat16, s) for n, s in shapes.items()],
-                        lambda n: random_tensor(n, shapes[n], gen).to(torch.bfloat16), meta)
-        sizes[key] = sum(torch.Size(s).numel() * 2 for s in shapes.values())
-    return sizes
+    return {"backbone_bytes": _write_random(wan_file, WanI2V(cfg, device="meta"), {}, gen),
+            "expert_bytes": write_random_expert(expert_file, cfg, layers, gen)}
+
+
+def write_random_expert(path: Path, cfg: WanConfig, layers, gen: torch.Generator) -> int:
+    """A random bf16 expert file in the pack's format for a backbone of `cfg`; its size in bytes."""
+    from vap_core.expert import expert_metadata
+    return _write_random(path, VAPExpert(cfg, layers, device="meta"),
+                         expert_metadata(cfg, layers, "random weights", "", "bf16"), gen)
+
+
+def _write_random(path: Path, module, metadata: dict, gen: torch.Generator) -> int:
+    shapes = module_shapes(module)
+    write_streaming(path, [(n, torch.bfloat16, s) for n, s in shapes.items()],
+                    lambda n: random_tensor(n, shapes[n], gen).to(torch.bfloat16), metadata)
+    return sum(torch.Size(s).numel() * 2 for s in shapes.values())

@@ -4,6 +4,7 @@ shapes), from the pack folder:  python -m tools.tiny_models BASE_DIR COMFYUI_ROO
 (BASE_DIR is a ComfyUI --base-directory)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -12,10 +13,11 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from tools.checkpoints import Case, random_like, write_released
+from tools.checkpoints import Case, random_like, write_random_expert, write_released
 from tools.clips import write_clip
 from tools.tiny_names import *  # noqa: F403  (the file names it writes)
 from vap_core.checkpoint import module_shapes
+from vap_core.config import WanConfig
 
 TINY_CLIP_VISION = {"hidden_size": 1280, "intermediate_size": 256, "num_attention_heads": 16, "num_hidden_layers": 2,
                     "image_size": 224, "patch_size": 14, "projection_dim": 64, "num_channels": 3, "hidden_act": "gelu",
@@ -31,7 +33,6 @@ def meta_shapes(build) -> dict:
 def wider(backbone: dict) -> dict:
     """Random Wan 2.1 I2V weights twice as wide as `backbone` (same depth, ComfyUI's head rule)."""
     from vap_core.backbone import WanI2V
-    from vap_core.config import WanConfig
     dim = 2 * backbone["head.modulation"].shape[-1]
     layers = len({k.split(".")[1] for k in backbone if k.startswith("blocks.")})
     cfg = WanConfig(dim=dim, num_heads=dim // 128, ffn_dim=2 * dim, num_layers=layers)
@@ -98,6 +99,9 @@ def write_all(base: Path):
                "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.randn(dim, 4, generator=g) * 0.5},
               str(models / "loras" / LORA))
     write_released(models / "vap" / RELEASED, case.group("official"), case.config, shards=2)
+    cfg, gen = WanConfig.from_diffusers(case.config), torch.Generator().manual_seed(8)
+    for name, change in ((OTHER_TEXT_WIDTH_EXPERT, {"text_dim": 512}), (OTHER_PATCH_EXPERT, {"patch_size": (1, 4, 4)})):
+        write_random_expert(models / "vap" / name, dataclasses.replace(cfg, **change), case.config["block_idx_with_mot_ref"], gen)
     write_vae(models / "vae" / VAE)
     write_text_encoder(models / "text_encoders" / TEXT_ENCODER)
     write_clip_vision(models / "clip_vision" / CLIP_VISION)

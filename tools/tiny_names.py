@@ -16,5 +16,8 @@ T2V_UNET = "wan2.1_t2v_tiny.safetensors"  # a wrong backbone: text-to-video
 NOT_AN_EXPERT = "not_an_expert.safetensors"  # a Wan diffusion model placed in models/vap
 WIDE_UNET = "wan2.1_i2v_wider_tiny.safetensors"  # Wan 2.1 I2V of another width (like 1.3B vs 14B)
 RETRAINED_UNET = "wan2.1_i2v_other_weights_tiny.safetensors"  # same sizes, other weights (a fine-tune)
-LORA = "vap_tiny_lora.safetensors"  # a LoRA on the first (expert) layer's self-attention q
+LORA = "vap_tiny_lora.safetensors"
+# experts trained beside a backbone that differs from the tiny one in a size only the expert file tells
+OTHER_TEXT_WIDTH_EXPERT = "vap_expert_text512_tiny.safetensors"
+OTHER_PATCH_EXPERT = "vap_expert_patch144_tiny.safetensors"  # a LoRA on the first (expert) layer's self-attention q
 SIZE = 64

@@ -43,7 +43,8 @@ class VAPExpert(StreamEmbedders):
         if problems:
             raise IncompatibleExpertError(
                 f"{where} does not fit this backbone: {'; '.join(problems)}. VAP's released expert pairs "
-                "with Wan 2.1 I2V 14B (480P); load that backbone, or the expert trained for yours.")
+                "with Wan 2.1 I2V 14B (480P; width 5120, where a 1.3B model has 1536): load that backbone, or the "
+                "expert trained for yours.")
 
 
 def expert_metadata(cfg: WanConfig, layers, source: str, fingerprint: str, dtype_name: str) -> dict:
