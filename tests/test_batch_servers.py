@@ -4,6 +4,7 @@ finishes on another server); a rerun skips every finished row."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -90,6 +91,34 @@ def test_rows_are_spread_over_the_servers_each_runs_once_and_a_rerun_skips_them(
     again = subprocess.run(command(jobs, out, servers), capture_output=True, text=True, cwd=harness.ROOT, timeout=900)
     assert "0 ok, 0 failed, 6 skipped" in again.stdout, again.stdout + again.stderr
     assert sum(len(ran_on(s, names)) for s in servers) == 6  # nothing ran again
+
+
+def test_a_hung_server_is_given_up_within_seconds_and_its_job_finishes_on_another(servers, media, tmp_path):
+    """A server that keeps its connections but never answers (here stopped with SIGSTOP) is noticed by the
+    websocket heartbeat and two short polls. Before, it held its job for about 5 minutes (a 30 s heartbeat,
+    then 4 polls of 60 s): the run's bound below, which that could not meet, is no speed target."""
+    jobs, names = job_list(media, 4)
+    out, victim = tmp_path / "out", servers[1]
+    log = open(tmp_path / "batch.log", "w+")
+    batch = subprocess.Popen(command(jobs, out, servers), stdout=log, stderr=subprocess.STDOUT, text=True,
+                             cwd=harness.ROOT)
+    try:
+        deadline = time.monotonic() + 300
+        while not victim.get("/queue")["queue_running"]:
+            assert batch.poll() is None and time.monotonic() < deadline, "the victim never ran a job"
+            time.sleep(0.05)
+        victim.proc.send_signal(signal.SIGSTOP)
+        assert batch.wait(150) == 0
+    finally:
+        victim.proc.send_signal(signal.SIGCONT)
+        if batch.poll() is None:
+            batch.kill()
+    log.seek(0)
+    text = log.read()
+    rows = report(out)
+    assert [rows[n]["status"] for n in names] == ["ok"] * 4, text
+    assert f"on {victim.url}: server unreachable" in text and "back in the list after attempt 1 of 3" in text, text
+    assert not any(rows[n]["server"] == victim.url for n in ran_on(servers[0], names) + ran_on(servers[2], names))
 
 
 # last in the module: it kills a server

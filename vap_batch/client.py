@@ -36,6 +36,7 @@ class BadAnswer(Exception):
 
 
 # what may pass if tried again later: the server restarting, the network dropping
+QUICK = 5  # seconds for the small answers a live server gives at once (a job's /queue and /history/ID polls)
 TRANSIENT = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, ConnectionError,
              TimeoutError, OSError)
 
@@ -52,7 +53,7 @@ def tls_context(ca_bundle: str | os.PathLike | None = None) -> ssl.SSLContext:
 class ComfyClient:
     """One ComfyUI server. Use it as `async with ComfyClient(url) as client:` (or open() and close())."""
 
-    def __init__(self, url: str, headers=None, ca_bundle=None, timeout: float = 60):
+    def __init__(self, url: str, headers=None, ca_bundle=None, timeout: float = 15):
         if not url.startswith(("http://", "https://")):
             raise ServerError(f"--server {url}: give the server's address as http://HOST:PORT or https://HOST:PORT.")
         self.url = url.rstrip("/")
@@ -64,7 +65,8 @@ class ComfyClient:
         self._uploaded: dict[tuple[str, str], str] = {}  # (content hash, subfolder) -> the server's name for it
 
     async def open(self):
-        # a timeout per connect and per read (as a socket timeout), none on the whole: a large download may be slow
+        # a timeout per connect and per read (as a socket timeout), none on the whole: a large download may be slow;
+        # a server that takes connections but never answers (hung) is given up about as fast as a dead one
         self.session = aiohttp.ClientSession(
             headers=self.headers, connector=aiohttp.TCPConnector(ssl=self.tls),
             timeout=aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_read=self.timeout))
@@ -107,8 +109,9 @@ class ComfyClient:
                 f"credentials{sent}. "
                 "Pass them with --header 'Name: value', or set VAP_BATCH_TOKEN to send 'Authorization: Bearer <token>'.")
 
-    async def get_json(self, path: str):
-        _, body = await self._request("GET", path)
+    async def get_json(self, path: str, timeout: float | None = None):
+        """GET path's JSON answer; `timeout`: seconds for the whole request, for answers a live server gives at once."""
+        _, body = await self._request("GET", path, **({"timeout": aiohttp.ClientTimeout(total=timeout)} if timeout else {}))
         return json.loads(body)
 
     async def post_json(self, path: str, payload: dict, expect=(200,)) -> tuple[int, dict]:
@@ -139,11 +142,11 @@ class ComfyClient:
         return answer["prompt_id"]
 
     async def history(self, prompt_id: str) -> dict | None:
-        return (await self.get_json(f"/history/{prompt_id}")).get(prompt_id)
+        return (await self.get_json(f"/history/{prompt_id}", QUICK)).get(prompt_id)
 
     async def queued(self, prompt_id: str) -> bool:
         """Whether the prompt is running or waiting; GET /queue lists [number, prompt_id, ...] per prompt."""
-        queue = await self.get_json("/queue")
+        queue = await self.get_json("/queue", QUICK)
         return any(entry[1] == prompt_id for entry in queue.get("queue_running", []) + queue.get("queue_pending", []))
 
     async def download(self, item: dict, dest: Path):
@@ -160,8 +163,9 @@ class ComfyClient:
     async def websocket(self) -> "Messages":
         """The server's messages to this client (open it before queueing, so that none is missed)."""
         try:
-            # the heartbeat notices a dead connection; a long quiet step is no reason to give up on it
-            ws = await self.session.ws_connect(f"{self.url}/ws", params={"clientId": self.client_id}, heartbeat=30,
+            # the heartbeat (a ping every 5 s, answered by the server's event loop even while it samples) notices a
+            # dead or hung server within seconds; a long quiet step is no reason to give up on it
+            ws = await self.session.ws_connect(f"{self.url}/ws", params={"clientId": self.client_id}, heartbeat=5,
                                                max_msg_size=64 * 2**20)
         except aiohttp.ClientSSLError as err:
             raise ServerError(self._tls_problem(err)) from None

@@ -261,9 +261,10 @@ async def _run_one(job: Job, server: ServerState, workflow: dict, out_dir: Path,
     return dest
 
 
-async def _poll_until_done(client: ComfyClient, prompt_id: str, timeout: float, attempts: int = 4):
-    """Wait for a queued prompt by polling; a server that does not answer `attempts` times in a row
-    (2 + 4 + 8 s apart) raises the connection error, so that the job goes back to the list."""
+async def _poll_until_done(client: ComfyClient, prompt_id: str, timeout: float, attempts: int = 2):
+    """Wait for a queued prompt by polling (how long the job runs is `timeout`'s business); a server that
+    does not answer a poll `attempts` times in a row (each within client.QUICK, 1 s apart), dead or hung,
+    raises the connection error within seconds, so that the job goes back to the list."""
     deadline, failures = time.monotonic() + timeout, 0
     while time.monotonic() < deadline:
         try:
@@ -275,7 +276,7 @@ async def _poll_until_done(client: ComfyClient, prompt_id: str, timeout: float, 
             failures += 1
             if failures >= attempts:
                 raise
-            await asyncio.sleep(2 ** failures)
+            await asyncio.sleep(1)
             continue
         if history is not None:  # the server files a prompt in its history once it has finished
             return
