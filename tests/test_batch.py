@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from vap_batch.__main__ import HeaderError, main, request_headers
+from vap_batch.client import ServerError
 from vap_batch.jobs import Job, JobError, read_jobs
 from vap_batch.runner import Progress, Result, check_workflow, finished_output, run_jobs
 from vap_batch.workflow import (FIELDS, GUIDANCE_WORKFLOW, TWO_REFERENCES_WORKFLOW, WorkflowError, fill, job_graph,
@@ -441,6 +442,39 @@ def test_a_run_whose_servers_are_all_gone_ends_with_its_rows_failed_after_the_re
     assert [r.status for r in results] == ["failed", "failed"]
     for r in results:
         assert r.message == "server unreachable (Server disconnected); gave up after 2 attempts (--retries 1)", r.message
+
+
+class _Expiring(_Answering):
+    """A server whose token expires after `jobs` prompts: then it refuses every request (401)."""
+
+    def __init__(self, url, jobs):
+        super().__init__(url)
+        self.left = jobs
+
+    async def queue(self, graph):
+        if self.left == 0:
+            raise ServerError(f"the server at {self.url} refused the request (401 Unauthorized): it wants credentials.")
+        self.left -= 1
+        return await super().queue(graph)
+
+
+def test_a_credentials_error_mid_run_retires_that_server_and_its_job_runs_on_another(tmp_path):
+    names = [f"j{i}" for i in range(1, 7)]
+    jobs = read_jobs(write(media(tmp_path) / "jobs.csv", f"{HEADER},name\n" + "".join(f"r.mp4,t.png,x,y,{n}\n" for n in names)))
+    expiring, steady = _Expiring("http://expiring", jobs=1), _Answering("http://steady")
+    log = io.StringIO()
+    results = asyncio.run(run_jobs(jobs, [expiring, steady], load_workflow(), tmp_path / "out", retries=0,
+                                   progress=Progress(len(jobs), stream=log)))  # retries 0: no attempt spent on it
+    assert [(r.name, r.status) for r in results] == [(n, "ok") for n in names]
+    assert len(expiring.graphs) == 1 and len(steady.graphs) == 5
+    assert ("the server at http://expiring refused the request (401 Unauthorized): it wants credentials. "
+            "http://expiring takes no more jobs in this run; row ") in log.getvalue()
+
+
+def test_a_credentials_error_on_the_last_server_left_stops_the_run(tmp_path):
+    jobs = read_jobs(write(media(tmp_path) / "jobs.csv", f"{HEADER},name\nr.mp4,t.png,x,y,one\nr.mp4,t.png,x,y,two\n"))
+    with pytest.raises(ServerError, match="refused the request"):
+        run_on([_Expiring("http://a", jobs=1)], jobs, tmp_path / "out")
 
 
 def test_the_second_reference_is_uploaded_and_filled_in(tmp_path):

@@ -60,9 +60,10 @@ async def run_jobs(jobs: list[Job], clients: list[ComfyClient], workflow: dict, 
     """Run the jobs on open clients, one job at a time on each, taken from one shared list (rows whose
     output is there are skipped). A job whose server dies, stops answering or loses it goes back to the
     list for any server, and its row fails after `retries` more attempts; any other failure of a row is
-    recorded and the run goes on. An OutputError (the output folder cannot be written) or a ServerError
-    (a certificate does not verify, credentials are refused) stops the run: every later row would fail
-    the same way. report.json and sheet (a contact_sheet.ContactSheet) are written after every row."""
+    recorded and the run goes on. An OutputError (the output folder cannot be written) stops the run: every
+    later row would fail the same way. So does a ServerError (a certificate does not verify, credentials
+    are refused) before anything is queued, or mid-run on the last server left; on one of several servers
+    mid-run, it retires that server and its job goes back to the list. report.json and sheet (a contact_sheet.ContactSheet) are written after every row."""
     check_output_folder(out_dir)
     progress = progress or Progress(len(jobs))
     results: list[Result] = []
@@ -100,6 +101,7 @@ class ServerState:
     label: str  # on its jobs' progress bars ("" with a single server)
     up: bool = True
     failures: int = 0  # in a row
+    retired: bool = False  # after a certificate or credentials error: it takes no more jobs in this run
 
     async def check(self, progress):
         """A certificate or credentials problem stops the run here, before anything is queued anywhere; a
@@ -144,10 +146,12 @@ async def _share(jobs: list[Job], servers: list[ServerState], run, retries: int,
     workers = [asyncio.create_task(_serve(s, servers, waiting, run, retries, record, progress)) for s in servers]
     finished = asyncio.create_task(waiting.join())
     try:
-        await asyncio.wait([finished, *workers], return_when=asyncio.FIRST_COMPLETED)
-        for worker in workers:
-            if worker.done():
-                worker.result()  # an error that stops the run: a worker only ends with one
+        working = set(workers)
+        while not finished.done():
+            done, _ = await asyncio.wait([finished, *working], return_when=asyncio.FIRST_COMPLETED)
+            for worker in done - {finished}:
+                worker.result()  # an error that stops the run; else the worker of a retired server ended
+                working.discard(worker)
     finally:
         for task in (finished, *workers):
             task.cancel()
@@ -156,20 +160,21 @@ async def _share(jobs: list[Job], servers: list[ServerState], run, retries: int,
 
 async def _serve(server: ServerState, servers: list[ServerState], waiting: asyncio.PriorityQueue, run, retries: int, record,
                  progress):
-    while True:
+    while not server.retired:
         await server.until_usable(servers, progress)
         row, attempts, job = await waiting.get()
         try:
-            result = await _attempt(job, server, run, attempts, retries, progress)
-            if result is None:
-                waiting.put_nowait((row, attempts + 1, job))  # before task_done: the list is never empty in between
+            result = await _attempt(job, server, servers, run, attempts, retries, progress)
+            if result is None:  # back to the list (before task_done: the list is never empty in between)
+                waiting.put_nowait((row, attempts if server.retired else attempts + 1, job))
             else:
                 record(result)
         finally:
             waiting.task_done()
 
 
-async def _attempt(job: Job, server: ServerState, run, attempts: int, retries: int, progress) -> Result | None:
+async def _attempt(job: Job, server: ServerState, servers: list[ServerState], run, attempts: int, retries: int,
+                   progress) -> Result | None:
     """The job's result on this server, or None where it goes back to the list for another attempt."""
     start, url = time.monotonic(), server.client.url
 
@@ -177,8 +182,15 @@ async def _attempt(job: Job, server: ServerState, run, attempts: int, retries: i
         return Result(job.row, job.name, status, time.monotonic() - start, output, message, url)
     try:
         output = await run(job, server)
-    except (OutputError, ServerError):
+    except OutputError:
         raise
+    except ServerError as err:  # a certificate or credentials error first seen mid-run (a token expired)
+        if not any(s is not server and not s.retired for s in servers):
+            raise  # no server left: the run stops with the message
+        server.retired, server.up = True, False
+        progress.drop(job.row)
+        progress.note(f"{err} {url} takes no more jobs in this run; row {job.row} {job.name} goes back to the list.")
+        return None
     except (BadAnswer, JobFailed, PromptRefused) as err:  # the server answered: not a connection problem
         server.answered()
         return result("failed", message=str(err))
