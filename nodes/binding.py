@@ -17,6 +17,7 @@ import torch
 
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_management
+import comfy.model_patcher
 from comfy.ldm.flux.math import apply_rope1
 
 from ..vap_core.embedding import EmbeddedReference, embed_reference
@@ -65,8 +66,15 @@ class VAPRunner:
     def outer_sample(self, executor, *args, **kwargs):
         guider = executor.class_obj
         window = sigma_window(guider.model_patcher, self.start_percent, self.end_percent)
+        # the run's cache lives in options of this run's own, restored after it (as core EasyCache does), so it
+        # never outlives the run, whatever the guider does with its options
+        original = guider.model_options
+        guider.model_options = comfy.model_patcher.create_model_options_clone(original)
         guider.model_options["transformer_options"][_RUN] = _Run(window)
-        return executor(*args, **kwargs)
+        try:
+            return executor(*args, **kwargs)
+        finally:
+            guider.model_options = original
 
     def diffusion_model(self, executor, x, timestep, context, clip_fea=None, time_dim_concat=None,
                         transformer_options={}, **kwargs):

@@ -53,6 +53,7 @@ def test_golden_equality_inside_comfyui(comfy):
     # the reference is embedded once per sampling run (once for the caption, once for its negative)
     assert max(result["three_calls"]) <= 1e-4
     assert result["reference_embeddings_in_a_run_of_three_calls"] == 2
+    assert result["reference_embeddings_in_the_next_run"] == 2  # the run's cache never outlives it
     # VAPReferenceGuider: the formula against the golden predictions, one plain-Wan row more per step
     for r in ("0.5", "2.0", "-1.0"):
         assert result["guider"][r]["error"] <= 1e-4, (r, result["guider"][r])

@@ -108,9 +108,11 @@ def main(comfy_root: str, base: str):
         embeddings = []
         hook = expert.model.patch_embedding.register_forward_hook(lambda *a: embeddings.append(1))
         rows = evaluate(vap, case_in, batched=True, calls=3)
-        hook.remove()
         result["three_calls"] = [float((out - want[i]).abs().max()) for i, out in enumerate(rows)]
         result["reference_embeddings_in_a_run_of_three_calls"] = len(embeddings)
+        evaluate(vap, case_in, batched=True)  # the next run of the same model: the cache went with the last run
+        hook.remove()
+        result["reference_embeddings_in_the_next_run"] = len(embeddings) - result["reference_embeddings_in_a_run_of_three_calls"]
 
         # reference guidance on latent row 0 with its own caption as the negative too (so cfg's term is 0):
         # the output is cond + reference_cfg * (cond - cond_noref) = out.vap[0] + r * (out.vap[0] - out.backbone[0])
