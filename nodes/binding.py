@@ -61,7 +61,7 @@ class VAPRunner:
     def __init__(self, module, rope_delta: int | None, placement: str, start_percent: float, end_percent: float):
         self.module, self.rope_delta, self.placement = module, rope_delta, placement
         self.start_percent, self.end_percent = start_percent, end_percent
-        self._warned = False
+        self._warned = self._warned_patches = False
 
     def outer_sample(self, executor, *args, **kwargs):
         guider = executor.class_obj
@@ -91,6 +91,7 @@ class VAPRunner:
 
         wan = executor.class_obj
         _check_call(x, clip_fea, time_dim_concat)
+        self._warn_of_attention_patches(transformer_options)
         references = [EmbeddedReference.cat([self._embedded(row[j], run, x) for row in rows]) for j in range(len(rows[0]))]
         pt, ph, pw = wan.patch_size
         grid = tuple(-(-s // p) for s, p in zip(x.shape[2:], wan.patch_size))  # ComfyUI pads to the patch size
@@ -141,6 +142,16 @@ class VAPRunner:
         if vap_pass.started or blocks_ran:  # else a cached answer: no layer of the model ran, none was skipped
             vap_pass.finish()
         return out
+
+    def _warn_of_attention_patches(self, transformer_options):
+        """Another node's attention patches (attn1_patch, attn2_patch: ComfyUI 0.33's Wan blocks call them) do not
+        reach the expert layers, whose joint attention is the pack's own: said once per model."""
+        patched = [kind for kind in ("attn1_patch", "attn2_patch") if transformer_options.get("patches", {}).get(kind)]
+        if patched and not self._warned_patches:
+            self._warned_patches = True
+            logging.warning(f"VAP: another node patches this model's attention ({', '.join(patched)}); the patches run "
+                            f"on the layers without an expert block only: the expert layers {list(self.module.layers)} "
+                            "run the reference's joint attention, where they are skipped.")
 
     def _embedded(self, ref: EncodedReference, run: _Run | None, x: torch.Tensor) -> EmbeddedReference:
         """The reference embedded on x's device and dtype: once per sampling run."""

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 
 from tests.helpers import edges, write_phone_clip
 from tools import comfy_server as harness
+from tools.checkpoints import Case
 from tools import tiny_names as tiny
 from vap_batch.workflow import GUIDANCE_WORKFLOW, TWO_REFERENCES_WORKFLOW
 
@@ -322,6 +323,25 @@ def test_a_temporal_rope_shift_moves_the_reference_with_the_target(server, comfy
         shifted = run_latent(server, base, with_scale_rope(wf(steps=2), scale, 4.0))
         assert (shifted - unshifted).abs().max() <= 1e-4, scale
         assert (unshifted - plain).abs().max() > 1e-3  # the expert acts
+
+
+def test_another_nodes_attention_patch_acts_on_the_layers_without_an_expert_block_and_is_said(server, comfy):
+    if harness.comfy_version(comfy[0]) < (0, 33):
+        pytest.skip("ComfyUI 0.3.64's Wan blocks call no attention patches")
+    graph = harness.tiny_workflow(steps=1)
+    ids = {n["class_type"]: k for k, n in graph.items()}
+    sampler = graph[ids["KSampler"]]["inputs"]
+    graph["980"] = {"class_type": "VAPTestAttentionPatch", "inputs": {"model": sampler["model"], "scale": 0.5}}
+    sampler["model"] = ["980", 0]
+    before = len(server.log_text())
+    assert harness.execution_error(server.run(graph)) is None
+    log = server.log_text()[before:]
+    config = Case("case_comfy").config
+    layers = config["block_idx_with_mot_ref"]
+    assert {int(n) for n in re.findall(r"VAPTestAttentionPatch ran on block (\d+)", log)} == \
+        set(range(config["num_layers"])) - set(layers)
+    assert log.count(f"VAP: another node patches this model's attention (attn2_patch); the patches run on the layers "
+                     f"without an expert block only: the expert layers {layers} run") == 1
 
 
 def test_a_reversed_expert_window_warns(server):

@@ -1,6 +1,8 @@
 """Test-only ComfyUI loaders for the tiny text encoder and CLIP vision model that tiny_models.py
 writes (the stock loaders always build the full-size models). They take the same inputs as
-CLIPLoader and CLIPVisionLoader, so a workflow switches to them by class_type alone."""
+CLIPLoader and CLIPVisionLoader, so a workflow switches to them by class_type alone. And a stand-in
+for another pack's attention patch on Wan's blocks, which logs the blocks it ran on."""
+import logging
 import os
 import zlib
 
@@ -69,5 +71,27 @@ class VAPTestCLIPVisionLoader:
         return (model,)
 
 
+class VAPTestAttentionPatch:
+    """An attn2_patch (Wan's blocks call it after their cross-attention) that scales the hidden state and
+    logs "VAPTestAttentionPatch ran on block N"."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",), "scale": ("FLOAT", {"default": 0.5})}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "testing"
+
+    def patch(self, model, scale):
+        def attn2_patch(args):
+            logging.info("VAPTestAttentionPatch ran on block %d", args["transformer_options"]["block_index"])
+            return args["x"] * scale
+        m = model.clone()
+        m.set_model_attn2_patch(attn2_patch)
+        return (m,)
+
+
 NODE_CLASS_MAPPINGS = {"VAPTestTextEncoderLoader": VAPTestTextEncoderLoader,
-                       "VAPTestCLIPVisionLoader": VAPTestCLIPVisionLoader}
+                       "VAPTestCLIPVisionLoader": VAPTestCLIPVisionLoader,
+                       "VAPTestAttentionPatch": VAPTestAttentionPatch}
