@@ -59,7 +59,8 @@ class VAPApplyExpert(io.ComfyNode):
         m.set_additional_models(KEY, [expert.clone()])
         for kind in (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, comfy.patcher_extension.WrappersMP.OUTER_SAMPLE):
             m.remove_wrappers_with_key(kind, KEY)  # one expert per model: a second apply replaces the first
-        runner = VAPRunner(module, None if rope_delta < 0 else rope_delta, placement, start_percent, end_percent)
+        runner = VAPRunner(module, rope_delta=None if rope_delta < 0 else rope_delta, placement=placement,
+                           start_percent=start_percent, end_percent=end_percent)
         m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, runner.diffusion_model)
         m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, runner.outer_sample)
         return io.NodeOutput(m)

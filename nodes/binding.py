@@ -58,7 +58,7 @@ class VAPRunner:
     """Holds the expert module (shared by every clone of the patcher, never copied); ComfyUI loads
     and offloads it as an additional model of the MODEL."""
 
-    def __init__(self, module, rope_delta: int | None, placement: str, start_percent: float, end_percent: float):
+    def __init__(self, module, *, rope_delta: int | None, placement: str, start_percent: float, end_percent: float):
         self.module, self.rope_delta, self.placement = module, rope_delta, placement
         self.start_percent, self.end_percent = start_percent, end_percent
         self._warned = self._warned_patches = False

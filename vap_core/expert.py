@@ -52,7 +52,7 @@ def expert_metadata(cfg: WanConfig, layers, source: str, fingerprint: str, dtype
             "source": source, "backbone_fingerprint": fingerprint, "dtype": dtype_name}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExpertSource:
     """Where an expert's tensors are, with its sizes and layers; no tensor data read yet."""
     cfg: WanConfig
@@ -91,15 +91,16 @@ def expert_source(src) -> ExpertSource:
 
 def _file_source(path, tensors: TensorSource) -> ExpertSource:
     meta = tensors.metadata
-    return ExpertSource(WanConfig.from_json(meta["config"]), tuple(json.loads(meta["layers"])), tensors,
-                        {n: n for n in tensors.names()}, str(path), lambda dtype_name: meta)
+    return ExpertSource(cfg=WanConfig.from_json(meta["config"]), layers=tuple(json.loads(meta["layers"])),
+                        tensors=tensors, names={n: n for n in tensors.names()}, where=str(path),
+                        metadata=lambda _dtype_name: meta)  # an exported file tells its own, whatever it loads as
 
 
 def _released_source(rel: Released) -> ExpertSource:
     def metadata(dtype_name):
         return expert_metadata(rel.cfg, rel.layers, Path(rel.src).resolve().name, rel.fingerprint(), dtype_name)
-    return ExpertSource(rel.cfg, rel.layers, rel.tensors, rel.expert,
-                        f"{rel.src} (expert; block_idx_with_mot_ref={list(rel.layers)})", metadata)
+    return ExpertSource(cfg=rel.cfg, layers=rel.layers, tensors=rel.tensors, names=rel.expert_names,
+                        where=f"{rel.src} (expert; block_idx_with_mot_ref={list(rel.layers)})", metadata=metadata)
 
 
 def load_expert(src, dtype=torch.float32, ops=nn, progress=None) -> tuple[VAPExpert, dict]:

@@ -41,7 +41,7 @@ class VAPTransformer(nn.Module):
         rel = read_released(path)
         source = expert_source(rel)
         source.empty()  # checks the expert's layers before any tensor is read
-        backbone = load_strict(WanI2V(rel.cfg, device="meta"), rel.tensors, rel.backbone, f"{path} (backbone)", dtype)
+        backbone = load_strict(WanI2V(rel.cfg, device="meta"), rel.tensors, rel.backbone_names, f"{path} (backbone)", dtype)
         expert = source.load(dtype)
         return cls(backbone, expert)
 

@@ -12,26 +12,26 @@ from .fingerprint import backbone_fingerprint
 from .keys import convert_released_name
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Released:
     src: str
     cfg: WanConfig
     layers: tuple  # backbone layers that carry an expert block
     tensors: TensorSource
-    backbone: dict  # Wan-layout name -> released name
-    expert: dict
+    backbone_names: dict  # Wan-layout name -> released name, of the backbone's tensors
+    expert_names: dict  # the same, of the expert's
 
     def fingerprint(self) -> str:
         """Fingerprint of the backbone stored in this checkpoint (reads two small tensors)."""
-        return backbone_fingerprint(lambda w: self.tensors.get(self.backbone[w]), self.cfg.num_layers, self.cfg.dim)
+        return backbone_fingerprint(lambda w: self.tensors.get(self.backbone_names[w]), self.cfg.num_layers, self.cfg.dim)
 
     def backbone_tensors(self) -> dict:
         """The frozen backbone's tensors under Wan-layout names (ComfyUI's), checked against the
         architecture. They are safetensors' memory-mapped tensors, not copies: the caller's loader
         copies each into its model once, so no second copy of the backbone is ever held."""
         expected = module_shapes(WanI2V(self.cfg, device="meta"))
-        check_tensors(expected, {w: self.tensors.shape(n) for w, n in self.backbone.items()}, f"{self.src} (backbone)")
-        return {w: self.tensors.get(n) for w, n in self.backbone.items()}
+        check_tensors(expected, {w: self.tensors.shape(n) for w, n in self.backbone_names.items()}, f"{self.src} (backbone)")
+        return {w: self.tensors.get(n) for w, n in self.backbone_names.items()}
 
 
 def read_released(src, opened: TensorSource | None = None) -> Released:
@@ -66,4 +66,5 @@ def read_released(src, opened: TensorSource | None = None) -> Released:
             + (f"lists layer(s) {missing} that the weights hold no expert tensors for" if missing else
                f"leaves out layer(s) {unlisted} that the weights hold expert tensors for")
             + ". The config.json is damaged or from another checkpoint: download it again with the weights.")
-    return Released(str(src), cfg, tuple(sorted(layers)), tensors, parts["backbone"], parts["expert"])
+    return Released(src=str(src), cfg=cfg, layers=tuple(sorted(layers)), tensors=tensors,
+                    backbone_names=parts["backbone"], expert_names=parts["expert"])
