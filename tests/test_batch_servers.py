@@ -74,6 +74,26 @@ def report(out: Path) -> dict:
     return {r["name"]: r for r in json.loads((out / "report.json").read_text())}
 
 
+def run_hitting(victim: harness.Server, hit, jobs: Path, out: Path, servers, log_path: Path, wait: float) -> str:
+    """python -m vap_batch on the servers; once `victim` runs a job (every server takes one at once),
+    hit(victim). The run must end with success within `wait` s; returns its log."""
+    log = open(log_path, "w+")
+    batch = subprocess.Popen(command(jobs, out, servers), stdout=log, stderr=subprocess.STDOUT, text=True,
+                             cwd=harness.ROOT)
+    try:
+        deadline = time.monotonic() + 300
+        while not victim.get("/queue")["queue_running"]:
+            assert batch.poll() is None and time.monotonic() < deadline, "the victim never ran a job"
+            time.sleep(0.05)
+        hit(victim)
+        assert batch.wait(wait) == 0
+    finally:
+        if batch.poll() is None:
+            batch.kill()
+    log.seek(0)
+    return log.read()
+
+
 def test_rows_are_spread_over_the_servers_each_runs_once_and_a_rerun_skips_them(servers, media, tmp_path):
     jobs, names = job_list(media, 6)
     out = tmp_path / "out"
@@ -99,22 +119,11 @@ def test_a_hung_server_is_given_up_within_seconds_and_its_job_finishes_on_anothe
     then 4 polls of 60 s): the run's bound below, which that could not meet, is no speed target."""
     jobs, names = job_list(media, 4)
     out, victim = tmp_path / "out", servers[1]
-    log = open(tmp_path / "batch.log", "w+")
-    batch = subprocess.Popen(command(jobs, out, servers), stdout=log, stderr=subprocess.STDOUT, text=True,
-                             cwd=harness.ROOT)
     try:
-        deadline = time.monotonic() + 300
-        while not victim.get("/queue")["queue_running"]:
-            assert batch.poll() is None and time.monotonic() < deadline, "the victim never ran a job"
-            time.sleep(0.05)
-        victim.proc.send_signal(signal.SIGSTOP)
-        assert batch.wait(150) == 0
+        text = run_hitting(victim, lambda server: server.proc.send_signal(signal.SIGSTOP), jobs, out, servers,
+                           tmp_path / "batch.log", wait=150)
     finally:
         victim.proc.send_signal(signal.SIGCONT)
-        if batch.poll() is None:
-            batch.kill()
-    log.seek(0)
-    text = log.read()
     rows = report(out)
     assert [rows[n]["status"] for n in names] == ["ok"] * 4, text
     assert f"on {victim.url}: server unreachable" in text and "back in the list after attempt 1 of 3" in text, text
@@ -125,21 +134,7 @@ def test_a_hung_server_is_given_up_within_seconds_and_its_job_finishes_on_anothe
 def test_a_server_killed_mid_job_loses_nothing_its_job_finishes_on_another(servers, media, tmp_path):
     jobs, names = job_list(media, 6)
     out, victim = tmp_path / "out", servers[-1]
-    log = open(tmp_path / "batch.log", "w+")
-    batch = subprocess.Popen(command(jobs, out, servers), stdout=log, stderr=subprocess.STDOUT, text=True,
-                             cwd=harness.ROOT)
-    try:
-        deadline = time.monotonic() + 300
-        while not victim.get("/queue")["queue_running"]:  # every server takes a job at once
-            assert batch.poll() is None and time.monotonic() < deadline, "the victim never ran a job"
-            time.sleep(0.05)
-        victim.proc.kill()
-        assert batch.wait(900) == 0
-    finally:
-        if batch.poll() is None:
-            batch.kill()
-    log.seek(0)
-    text = log.read()
+    text = run_hitting(victim, lambda server: server.proc.kill(), jobs, out, servers, tmp_path / "batch.log", wait=900)
     rows = report(out)
     assert [rows[n]["status"] for n in names] == ["ok"] * 6, text
     assert sorted(p.name for p in out.glob("*.mp4")) == sorted(f"{n}.mp4" for n in names)
