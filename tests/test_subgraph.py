@@ -48,7 +48,7 @@ def tiny_spec(path):
     for (class_type, name), value in harness.tiny_inputs(steps=2, length=9).items():
         widgets.setdefault(harness.TINY_SWAP.get(class_type, class_type), {})[name] = value
     path.write_text(json.dumps({"swap": harness.TINY_SWAP, "widgets": widgets, "host": {"video": tiny.REFERENCE},
-                                "inner": {"14": {"frames": 9}}}))
+                                "inner": {"VAPLoadReferenceVideo": {"frames": 9}}}))
     return path
 
 

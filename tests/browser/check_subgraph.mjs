@@ -7,7 +7,7 @@
 //   node tests/browser/check_subgraph.mjs SERVER_URL NAME TINY.json OUT_DIR
 //
 // TINY.json: {"swap": {class_type: test class_type}, "widgets": {class_type: {widget: value}},
-//             "host": {promoted widget: value}, "inner": {api id: {widget: value}}}
+//             "host": {promoted widget: value}, "inner": {class_type inside the subgraph: {widget: value}}}
 import fs from "fs";
 import path from "path";
 import { closeDialogs, launch, openComfy, runFromUI } from "../../tools/browser/comfy_page.mjs";
@@ -79,8 +79,9 @@ try {
       }
       const host = graph.getNodeById(Number(id));
       for (const [name, value] of Object.entries(tiny.host)) set(host, name, value);
-      for (const [inner, values] of Object.entries(tiny.inner)) {
-        for (const [name, value] of Object.entries(values)) set(host.subgraph.getNodeById(Number(inner)), name, value);
+      for (const [type, values] of Object.entries(tiny.inner)) {
+        const inner = host.subgraph.nodes.find((n) => n.type === type);
+        for (const [name, value] of Object.entries(values)) set(inner, name, value);
       }
     }, tiny, result.added.id);
     result.run = await runFromUI(page);
