@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from tools.clips import write_clip
-from tools.comfy_server import ROOT
+from tools.comfy_server import ROOT, TINY_SWAP, tiny_inputs
+
+SCREENSHOTS = ROOT / ".screenshots"  # kept after the run (git-ignored), for a look at what the tests saw
 
 
 def write_phone_clip(path: Path, matrix) -> Path:
@@ -44,3 +46,18 @@ def browser_missing() -> str | None:
     if not (ROOT / "tools" / "browser" / "node_modules" / "puppeteer-core").is_dir():
         return "puppeteer-core not installed: run `npm ci` in tools/browser"
     return None
+
+
+def screenshots_of(frontend) -> Path:
+    """The screenshot folder of the tests on a `frontend` server (conftest's), one per frontend."""
+    folder = SCREENSHOTS / ("newest-frontend" if "--front-end-root" in frontend.proc.args else "pinned-frontend")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def tiny_widgets() -> dict:
+    """{class_type: {widget: value}} of the tiny sizes and test inputs, under the test loaders' class_types."""
+    widgets = {}
+    for (class_type, name), value in tiny_inputs(steps=2, length=9).items():
+        widgets.setdefault(TINY_SWAP.get(class_type, class_type), {})[name] = value
+    return widgets

@@ -11,6 +11,7 @@ from pathlib import Path
 import av
 import pytest
 
+from tests.helpers import screenshots_of, tiny_widgets
 from tools import comfy_server as harness
 from tools import tiny_names as tiny
 from tools import ui_workflow
@@ -22,14 +23,10 @@ USER_FILES = [["LoadImage", "image"], ["VAPLoadReferenceVideo", "video"]]
 PACK_NODES = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference",
               "VAPReferenceGuider")
 SEARCHES = ["video as prompt", "VAP"]
-SCREENSHOTS = ROOT / ".screenshots"  # kept after the run (git-ignored), for a look at what the test saw
 
 
 def tiny_spec(path: Path) -> Path:
-    widgets = {}
-    for (class_type, name), value in harness.tiny_inputs(steps=2, length=9).items():
-        widgets.setdefault(harness.TINY_SWAP.get(class_type, class_type), {})[name] = value
-    path.write_text(json.dumps({"swap": harness.TINY_SWAP, "widgets": widgets, "user_files": USER_FILES,
+    path.write_text(json.dumps({"swap": harness.TINY_SWAP, "widgets": tiny_widgets(), "user_files": USER_FILES,
                                 "searches": SEARCHES}))
     return path
 
@@ -37,8 +34,7 @@ def tiny_spec(path: Path) -> Path:
 @pytest.mark.floor
 @pytest.mark.parametrize("ui_path", list(ui_workflow.UI_WORKFLOWS), ids=lambda p: p.stem)
 def test_shipped_workflow_opens_valid_and_runs_from_the_ui(frontend, ui_path, tmp_path):
-    shots = SCREENSHOTS / ("newest-frontend" if "--front-end-root" in frontend.proc.args else "pinned-frontend")
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshots_of(frontend)
     api_path = ui_workflow.UI_WORKFLOWS[ui_path]
     proc = subprocess.run(["node", str(CHECK), frontend.url, str(ui_path), str(api_path), str(tiny_spec(tmp_path / "tiny.json")),
                            str(shots)], capture_output=True, text=True, timeout=900)

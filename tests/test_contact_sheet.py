@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import browser_missing
+from tests.helpers import SCREENSHOTS, browser_missing
 from tools import comfy_server as harness
 from tools.clips import write_clip
 from vap_batch.__main__ import main
@@ -26,7 +26,6 @@ from vap_batch.workflow import load_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK = ROOT / "tests" / "browser" / "check_contact_sheet.mjs"
-SCREENSHOTS = ROOT / ".screenshots"  # kept after the run (git-ignored)
 XSS = "<script>alert(1)</script>"
 HEADER = "name,reference,target,reference_caption,target_caption,seed"
 

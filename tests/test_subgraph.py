@@ -5,12 +5,12 @@ nodes and values, and run to a video with the tiny models."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 
 import av
 import pytest
 
+from tests.helpers import screenshots_of, tiny_widgets
 from tools import comfy_server as harness
 from tools import tiny_names as tiny
 from tools import ui_workflow
@@ -44,10 +44,7 @@ def test_it_is_served_as_a_blueprint_of_the_pack(server):
 
 
 def tiny_spec(path):
-    widgets = {}
-    for (class_type, name), value in harness.tiny_inputs(steps=2, length=9).items():
-        widgets.setdefault(harness.TINY_SWAP.get(class_type, class_type), {})[name] = value
-    path.write_text(json.dumps({"swap": harness.TINY_SWAP, "widgets": widgets, "host": {"video": tiny.REFERENCE},
+    path.write_text(json.dumps({"swap": harness.TINY_SWAP, "widgets": tiny_widgets(), "host": {"video": tiny.REFERENCE},
                                 "inner": {"VAPLoadReferenceVideo": {"frames": 9}}}))
     return path
 
@@ -69,14 +66,10 @@ def as_compared(prompt: dict, inside) -> dict:
 
 
 def test_dropped_into_the_stock_wan_graph_it_queues_the_shipped_nodes_and_runs_to_a_video(frontend, tmp_path):
-    proc = subprocess.run(["node", str(CHECK), frontend.url, NAME, str(tiny_spec(tmp_path / "tiny.json")), str(tmp_path)],
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(["node", str(CHECK), frontend.url, NAME, str(tiny_spec(tmp_path / "tiny.json")),
+                           str(screenshots_of(frontend))], capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    shots = harness.ROOT / ".screenshots" / ("newest-frontend" if "--front-end-root" in frontend.proc.args else "pinned-frontend")
-    shots.mkdir(parents=True, exist_ok=True)
-    for shot in tmp_path.glob("*.jpg"):
-        shutil.copy(shot, shots / shot.name)
 
     assert [e["name"] for e in result["listed"]].count(NAME) == 1
     added = result["added"]
