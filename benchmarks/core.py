@@ -8,7 +8,7 @@ import torch
 
 from tools.checkpoints import random_like
 from vap_core import VAPExpert, VAPTransformer, WanConfig, WanI2V
-from vap_core.checkpoint import module_shapes
+from vap_core.loading import module_shapes
 
 from .flops import call_flops
 

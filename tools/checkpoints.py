@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from vap_core.backbone import WanI2V
-from vap_core.checkpoint import module_shapes
+from vap_core.loading import module_shapes
 from vap_core.config import WanConfig
 from vap_core.expert import VAPExpert
 from vap_core.keys import convert_released_name

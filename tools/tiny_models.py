@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from tools.checkpoints import Case, random_like, write_random_expert, write_released
 from tools.clips import write_clip
 from tools.tiny_names import *  # noqa: F403  (the file names it writes)
-from vap_core.checkpoint import module_shapes
+from vap_core.loading import module_shapes
 from vap_core.config import WanConfig
 
 TINY_CLIP_VISION = {"hidden_size": 1280, "intermediate_size": 256, "num_attention_heads": 16, "num_hidden_layers": 2,

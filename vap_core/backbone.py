@@ -8,7 +8,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from .checkpoint import TensorSource, load_strict
+from .checkpoint import TensorSource
+from .loading import load_strict
 from .config import WanConfig
 from .errors import NotACheckpointError
 from .joint_layer import norm32

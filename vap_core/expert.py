@@ -12,7 +12,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .checkpoint import DTYPES, TensorSource, load_strict
+from .checkpoint import DTYPES, TensorSource
+from .loading import load_strict
 from .config import WanConfig
 from .errors import IncompatibleExpertError, NotACheckpointError
 from .layers import StreamEmbedders, WanBlock

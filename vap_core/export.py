@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from .checkpoint import DTYPES, TensorSource, check_tensors, convert_dtype, module_shapes, storage_dtype
+from .checkpoint import DTYPES, TensorSource
+from .loading import check_tensors, convert_dtype, module_shapes, storage_dtype
 from .errors import MissingShardError, NotACheckpointError, VAPError
 from .expert import FORMAT, expert_source
 from .released import read_released

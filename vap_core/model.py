@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import WanI2V, load_wan_file
-from .checkpoint import load_strict
+from .loading import load_strict
 from .config import WanConfig
 from .errors import InputError
 from .expert import VAPExpert, expert_source, load_expert

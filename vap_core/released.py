@@ -1,15 +1,19 @@
-"""The released VAP checkpoint (diffusers layout): which of its tensors are backbone and which expert."""
+"""The released VAP checkpoint (diffusers layout): where its files are, and which of its tensors are backbone and
+which expert."""
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from .backbone import WanI2V
-from .checkpoint import TensorSource, check_tensors, locate_released, module_shapes
+from .checkpoint import PICKLE_SUFFIXES, TensorSource, refuse_pickle
 from .config import WanConfig
-from .errors import CheckpointMismatchError, CorruptCheckpointError, NotACheckpointError
+from .errors import CheckpointMismatchError, CorruptCheckpointError, MissingShardError, NotACheckpointError
 from .fingerprint import backbone_fingerprint
 from .keys import convert_released_name
+from .loading import check_tensors, module_shapes
 
 
 @dataclass(kw_only=True)
@@ -68,3 +72,78 @@ def read_released(src, opened: TensorSource | None = None) -> Released:
             + ". The config.json is damaged or from another checkpoint: download it again with the weights.")
     return Released(src=str(src), cfg=cfg, layers=tuple(sorted(layers)), tensors=tensors,
                     backbone_names=parts["backbone"], expert_names=parts["expert"])
+
+
+def locate_released(path, opened: TensorSource | None = None) -> tuple[Path, dict, TensorSource]:
+    """The config's path, the config and the tensors of a released VAP checkpoint (diffusers layout).
+
+    `path` may be the weights file (single file or index json), the `transformer/` folder, or the
+    folder above it. `opened`: that single file, already opened (so it is not opened twice).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MissingShardError(f"{path} does not exist. Point to the released checkpoint folder "
+                                "(the one that holds transformer/), or to a file inside transformer/.")
+    if path.is_dir():
+        folder = path / "transformer" if (path / "transformer").is_dir() else path
+        indexes = sorted(folder.glob("*.safetensors.index.json"))
+        singles = sorted(folder.glob("*.safetensors"))
+        if indexes:
+            weights = indexes[0]
+        elif len(singles) == 1:
+            weights = singles[0]
+        else:
+            _refuse_pickle_folder(folder)
+            raise NotACheckpointError(
+                f"{path} is not a released VAP checkpoint: expected transformer/config.json beside one "
+                "safetensors file or an index json with its shards.")
+    else:
+        refuse_pickle(path)
+        weights, folder = path, path.parent
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        raise NotACheckpointError(
+            f"no config.json beside {weights}: a released VAP checkpoint keeps it in transformer/ next "
+            "to the weights. Download it too, or use an expert file exported by `python -m vap_core.export`.")
+    try:
+        config = json.loads(config_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CorruptCheckpointError(f"{config_path} is not valid JSON ({err}): download it again.") from None
+    if not isinstance(config, dict):
+        raise CorruptCheckpointError(f"{config_path} holds a JSON {type(config).__name__}, not the object of "
+                                     "settings a transformer config.json holds: download it again.")
+    if weights.name.endswith(".index.json"):
+        return config_path, config, TensorSource(_shards(weights))
+    if weights.suffix != ".safetensors":
+        raise NotACheckpointError(f"{weights} is neither a .safetensors file nor an index json.")
+    return config_path, config, opened if opened is not None else TensorSource([weights])
+
+
+def _refuse_pickle_folder(folder: Path):
+    pickles = [p for p in folder.iterdir() if p.suffix.lower() in PICKLE_SUFFIXES]
+    if pickles:
+        refuse_pickle(pickles[0])
+
+
+def _shards(index: Path) -> list[Path]:
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as err:
+        raise CorruptCheckpointError(
+            f"{index} is not a safetensors index (no weight_map: {err}): it is damaged or not the checkpoint's index "
+            "json. Download it again (it lists which shard holds each tensor), or point to the checkpoint's folder.") from None
+    shards = sorted(set(weight_map.values()))
+    folder = index.parent.resolve()
+    for shard in shards:
+        # a shard is a file of the index's own folder: no "..", no absolute path, no symlink out of it
+        inside = isinstance(shard, str) and (folder / shard).resolve().parent == folder
+        if not inside or not shard.endswith(".safetensors"):
+            raise NotACheckpointError(
+                f"{index} names {shard!r} as a shard; shards must be .safetensors files in the index's own folder "
+                f"({folder}). Nothing was read. Download the checkpoint's index json again.")
+    missing = [s for s in shards if not (index.parent / s).is_file()]
+    if missing:
+        raise MissingShardError(
+            f"{len(missing)} of the {len(shards)} shards that {index.name} lists are missing from "
+            f"{index.parent}: {', '.join(missing)}. Download them (every file of transformer/).")
+    return [index.parent / s for s in shards]
