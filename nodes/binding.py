@@ -24,7 +24,7 @@ from ..vap_core.embedding import EmbeddedReference, embed_reference
 from ..vap_core.errors import InputError
 from ..vap_core.expert_pass import ExpertPass
 from ..vap_core.host import Host
-from ..vap_core.joint_layer import Stream
+from ..vap_core.wan_layer import Stream
 from .reference_cond import COND_KEY, EncodedReference
 from .schedule import in_window, sigma_window
 
@@ -106,8 +106,9 @@ class VAPRunner:
             return wan.rope_encode(g[0] * pt, g[1] * ph, g[2] * pw, t_start=t_start * rope_options.get("scale_t", 1.0),
                                    device=x.device, dtype=x.dtype, transformer_options=transformer_options)
 
-        vap_pass = ExpertPass(self.module, references, grid, x.shape[0], rope_freqs, comfy_host(transformer_options),
-                              self.placement, self.rope_delta)
+        vap_pass = ExpertPass(expert=self.module, references=references, target_grid=grid, batch=x.shape[0],
+                              timestep=timestep, rope_freqs=rope_freqs, host=comfy_host(transformer_options),
+                              placement=self.placement, rope_delta=self.rope_delta)
         img_len = clip_fea.shape[-2]
 
         def joint(i):
@@ -119,7 +120,7 @@ class VAPRunner:
                     if e.shape[1] != 1:
                         raise InputError("VAP supports one timestep per video, not per frame.")
                     e = e[:, 0]
-                return {"img": vap_pass.layer(i, block, Stream(args["img"], e, args["pe"], args["txt"], img_len))}
+                return {"img": vap_pass.layer(i, block, Stream(args["img"], e, args["pe"], args["txt"], img_len)).tokens}
             return replacement
 
         blocks_ran = []  # a cache (EasyCache) inside this wrapper may answer a call without running any block

@@ -9,7 +9,7 @@ from vap_core.embedding import embed_stream
 from vap_core.errors import InputError
 from vap_core.expert_pass import ExpertPass, reference_starts
 from vap_core.host import TORCH_HOST, sdpa_attention
-from vap_core.joint_layer import BLOCK_ATTRIBUTES, Stream, i2v_cross_attention, missing_block_attributes
+from vap_core.wan_layer import BLOCK_ATTRIBUTES, Stream, i2v_cross_attention, missing_block_attributes
 
 TOL = 1e-4
 
@@ -79,7 +79,7 @@ def hand_forward(model, x, t, context, clip_fea, refs, starts):
             xs = xs + blk.self_attn.o(y) * mod[2]
             xs = xs + i2v_cross_attention(blk.cross_attn, blk.norm3(xs), s["ctx"], clip_fea.shape[1], sdpa_attention, heads)
             s["tokens"] = xs + blk.ffn(F.layer_norm(xs, (cfg.dim,), eps=cfg.eps) * (1 + mod[4]) + mod[3]) * mod[5]
-    return bb.output(streams[0]["tokens"], temb, grid, TORCH_HOST)
+    return bb.output(Stream(streams[0]["tokens"], None, None, None, 0), temb, grid, TORCH_HOST)
 
 
 def test_the_hand_computation_is_the_paper_model_with_one_reference(model, case_small):
@@ -140,7 +140,8 @@ def test_the_pass_refuses_layers_out_of_order(model, case_small):
     inp = case_small.inputs()
     reference = model.embed_reference(inp["ref_x"], inp["ref_context"], inp["ref_clip_fea"], batch=2)
     rope = lambda grid, start: None  # noqa: E731  (not reached)
-    vap_pass = ExpertPass(model.expert, [reference], (3, 3, 5), 2, rope, TORCH_HOST)
+    vap_pass = ExpertPass(expert=model.expert, references=[reference], target_grid=(3, 3, 5), batch=2, timestep=inp["t"],
+                          rope_freqs=rope, host=TORCH_HOST)
     with pytest.raises(InputError, match="VAP expert layer 2 ran when layer 0 was due"):
         vap_pass.layer(2, model.backbone.blocks[2], Stream(None, None, None, None, 0))
     with pytest.raises(InputError, match=r"layers \[0, 2, 5\] never ran"):

@@ -5,15 +5,18 @@ import math
 import re
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from .checkpoint import TensorSource
-from .loading import load_strict
 from .config import WanConfig
-from .errors import NotACheckpointError
-from .joint_layer import norm32
+from .embedding import embed_stream
+from .errors import InputError, NotACheckpointError
 from .layers import Head, StreamEmbedders, WanBlock
+from .loading import load_strict
+from .rope import rope_table
+from .wan_layer import Stream, norm32, plain_layer
 
 _PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 
@@ -24,14 +27,85 @@ class WanI2V(StreamEmbedders):
         self.blocks = nn.ModuleList(WanBlock(cfg, ops, device, dtype) for _ in range(cfg.num_layers))
         self.head = Head(cfg, ops, device, dtype)
 
-    def output(self, x, temb, grid, host):
+    @property
+    def weight_dtype(self) -> torch.dtype:
+        return self.blocks[0].self_attn.q.weight.dtype
+
+    def check_target(self, x, context, clip_fea) -> int:
+        cfg = self.cfg
+        if x.ndim != 5 or x.shape[1] != cfg.in_dim:
+            raise InputError(
+                f"x has shape {tuple(x.shape)}; expected (batch, {cfg.in_dim}, frames, height, width): 16 noisy "
+                "latent channels, 4 mask channels and 16 channels of the first-frame latent.")
+        if any(s % p for s, p in zip(x.shape[2:], cfg.patch_size)):
+            raise InputError(f"x's frames/height/width {tuple(x.shape[2:])} must be multiples of the patch size "
+                             f"{cfg.patch_size}; resize the video (pixels to a multiple of 16).")
+        if clip_fea is None:
+            raise InputError("Wan 2.1 I2V needs clip_fea: the CLIP vision tokens of the start image.")
+        b = x.shape[0]
+        _check_tokens("context", context, b, cfg.text_dim, cfg.text_len)
+        _check_tokens("clip_fea", clip_fea, b, cfg.image_dim)
+        return b
+
+    def check_reference(self, b, ref_x, ref_context, ref_clip_fea):
+        """The reference's inputs checked, with its rows broadcast to the target's b."""
+        cfg = self.cfg
+        if ref_context is None or ref_clip_fea is None:
+            raise InputError("a reference needs ref_context (its caption) and ref_clip_fea (CLIP tokens of its "
+                             "first frame) as well as ref_x.")
+        if ref_x.ndim != 5 or ref_x.shape[1] != cfg.in_dim:
+            raise InputError(f"ref_x has shape {tuple(ref_x.shape)}; expected (batch, {cfg.in_dim}, frames, "
+                             "height, width), the same 36-channel layout as x.")
+        if any(s % p for s, p in zip(ref_x.shape[2:], cfg.patch_size)):
+            raise InputError(f"ref_x's frames/height/width {tuple(ref_x.shape[2:])} must be multiples of the patch "
+                             f"size {cfg.patch_size}.")
+        ref_x = _broadcast("ref_x", ref_x, b)
+        ref_clip_fea = _broadcast("ref_clip_fea", ref_clip_fea, b)
+        _check_tokens("ref_context", ref_context, b, cfg.text_dim, cfg.text_len)
+        _check_tokens("ref_clip_fea", ref_clip_fea, b, cfg.image_dim)
+        return ref_x, self.pad(ref_context), ref_clip_fea
+
+    def pad(self, context):
+        """Text zero-padded to the text length (512), as Wan's T5 gives it."""
+        n = self.cfg.text_len - context.shape[1]
+        return F.pad(context, (0, 0, 0, n)) if n > 0 else context
+
+    def token_grid(self, x) -> tuple:
+        return tuple(s // p for s, p in zip(x.shape[2:], self.cfg.patch_size))
+
+    def rope(self, grid, t_start, device):
+        return rope_table(self.cfg.head_dim, grid, t_start, device=device)
+
+    def embed_target(self, x, t, context, clip_fea, dtype, freqs):
+        tokens, temb, e, ctx = embed_stream(self, x, t, self.pad(context), clip_fea, dtype)
+        return Stream(tokens, e, freqs, ctx, clip_fea.shape[1]), temb
+
+    plain_layer = staticmethod(plain_layer)
+
+    def output(self, target: Stream, temb, grid, host):
         """Modulated final norm, projection and unpatchify: tokens -> (B, out_dim, F, H, W)."""
+        x = target.tokens
         table = host.cast(self.head.modulation, torch.float32, x.device)
         shift, scale = (table + temb.float().unsqueeze(1)).chunk(2, dim=1)
         x = self.head.head((norm32(x, self.cfg.eps) * (1 + scale) + shift).to(x.dtype))
         pt, ph, pw = self.cfg.patch_size
         f, h, w = grid
         return rearrange(x, "b (f h w) (pt ph pw c) -> b c (f pt) (h ph) (w pw)", f=f, h=h, w=w, pt=pt, ph=ph, pw=pw)
+
+
+def _broadcast(name, tensor, b):
+    if tensor.shape[0] == 1 and b > 1:
+        return tensor.expand(b, *tensor.shape[1:])
+    if tensor.shape[0] != b:
+        raise InputError(f"{name} has batch {tensor.shape[0]}; expected 1 or {b} (the batch of x).")
+    return tensor
+
+
+def _check_tokens(name, tensor, b, width, max_len=None):
+    if tensor.ndim != 3 or tensor.shape[0] != b or tensor.shape[2] != width:
+        raise InputError(f"{name} has shape {tuple(tensor.shape)}; expected ({b}, tokens, {width}).")
+    if max_len is not None and tensor.shape[1] > max_len:
+        raise InputError(f"{name} has {tensor.shape[1]} tokens; the model takes at most {max_len}.")
 
 
 def wan_config_from_tensors(tensors: TensorSource, prefix: str, num_heads: int | None, where: str) -> WanConfig:

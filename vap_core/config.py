@@ -4,12 +4,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import ClassVar
 
 from .errors import CorruptCheckpointError, NotACheckpointError
 
 
 @dataclass(frozen=True)
 class WanConfig:
+    family: ClassVar[str] = "wan"
     dim: int
     num_heads: int
     ffn_dim: int
@@ -26,6 +28,10 @@ class WanConfig:
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads
+
+    @property
+    def spatial_patch(self) -> tuple[int, int]:
+        return tuple(self.patch_size[1:])
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)

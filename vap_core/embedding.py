@@ -42,6 +42,10 @@ class EmbeddedReference:
     context_img_len: int
     grid: tuple  # (frames, height, width) in tokens
 
+    @property
+    def rows(self) -> int:
+        return self.tokens.shape[0]
+
     @staticmethod
     def cat(rows: list["EmbeddedReference"]) -> "EmbeddedReference":
         """Rows stacked into one batch (rows of one reference are shared, not copied)."""

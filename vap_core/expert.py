@@ -13,11 +13,15 @@ import torch
 from torch import nn
 
 from .checkpoint import DTYPES, TensorSource
-from .loading import load_strict
+from .cog_config import CogConfig
+from .cog_modules import CogExpert
 from .config import WanConfig
+from .embedding import EmbeddedReference, embed_reference
 from .errors import IncompatibleExpertError, NotACheckpointError
 from .layers import StreamEmbedders, WanBlock
+from .loading import load_strict
 from .released import Released, read_released
+from .wan_layer import Stream, joint_layer, missing_block_attributes
 
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
@@ -25,13 +29,20 @@ FORMAT = "vap-expert/1"
 
 
 class VAPExpert(StreamEmbedders):
+    """The VAP expert of Wan 2.1 I2V."""
+    same_length = False  # a reference of any length
+
     def __init__(self, cfg: WanConfig, layers, ops=nn, device=None, dtype=None):
         super().__init__(cfg, ops, device, dtype)
         self.layers = tuple(sorted(int(i) for i in layers))
         self.blocks = nn.ModuleDict({str(i): WanBlock(cfg, ops, device, dtype) for i in self.layers})
 
     def check_fits(self, backbone: WanConfig, where: str = "the expert"):
-        """Raise IncompatibleExpertError unless this expert can run beside `backbone`."""
+        """Raise IncompatibleExpertError unless this expert can run beside `backbone` (a config)."""
+        if backbone.family != "wan":
+            raise IncompatibleExpertError(
+                f"{where} is a Wan 2.1 expert but the backbone is CogVideoX: load Wan 2.1 I2V 14B for it, or the "
+                "CogVideoX expert for this backbone.")
         cfg = self.cfg
         problems = [f"{what} {mine} vs the backbone's {theirs}" for what, mine, theirs in (
             ("width", cfg.dim, backbone.dim), ("heads", cfg.num_heads, backbone.num_heads),
@@ -48,28 +59,44 @@ class VAPExpert(StreamEmbedders):
                 "expert trained for yours.")
 
 
-def expert_metadata(cfg: WanConfig, layers, source: str, fingerprint: str, dtype_name: str) -> dict:
-    return {"format": FORMAT, "config": cfg.to_json(), "layers": json.dumps(sorted(layers)),
+    def embed_reference(self, ref_x, ref_context, ref_clip_fea, dtype, ref_t=None) -> EmbeddedReference:
+        return embed_reference(self, ref_x, ref_context, ref_clip_fea, dtype, ref_t)
+
+    @staticmethod
+    def reference_stream(ref: EmbeddedReference, freqs, t) -> Stream:
+        return Stream(ref.tokens, ref.e, freqs, ref.context, ref.context_img_len)  # its timestep was embedded with it
+
+    def joint_layer(self, index, block, target, references, host):
+        return joint_layer(block, self.blocks[str(index)], target, references, host)
+
+    missing_block_attributes = staticmethod(missing_block_attributes)
+
+
+EXPERTS = {"wan": (WanConfig, VAPExpert), "cog": (CogConfig, CogExpert)}
+
+
+def expert_metadata(cfg, layers, source: str, fingerprint: str, dtype_name: str) -> dict:
+    return {"format": FORMAT, "family": cfg.family, "config": cfg.to_json(), "layers": json.dumps(sorted(layers)),
             "source": source, "backbone_fingerprint": fingerprint, "dtype": dtype_name}
 
 
 @dataclass(kw_only=True)
 class ExpertSource:
     """Where an expert's tensors are, with its sizes and layers; no tensor data read yet."""
-    cfg: WanConfig
+    cfg: WanConfig | CogConfig
     layers: tuple
     tensors: TensorSource
     names: dict  # module parameter name -> tensor name in the file(s)
     where: str
     metadata: Callable  # (dtype name) -> the metadata of an expert file stored in that dtype
 
-    def empty(self, ops=nn) -> VAPExpert:
+    def empty(self, ops=nn):
         """The expert's modules on the meta device (nothing allocated), checked against its own config."""
-        expert = VAPExpert(self.cfg, self.layers, ops, device="meta")
+        expert = EXPERTS[self.cfg.family][1](self.cfg, self.layers, ops, device="meta")
         expert.check_fits(self.cfg, self.where)
         return expert
 
-    def load(self, dtype=torch.float32, ops=nn, progress=None) -> VAPExpert:
+    def load(self, dtype=torch.float32, ops=nn, progress=None):
         return load_strict(self.empty(ops), self.tensors, self.names, self.where, dtype, progress)
 
 
@@ -92,7 +119,8 @@ def expert_source(src) -> ExpertSource:
 
 def _file_source(path, tensors: TensorSource) -> ExpertSource:
     meta = tensors.metadata
-    return ExpertSource(cfg=WanConfig.from_json(meta["config"]), layers=tuple(json.loads(meta["layers"])),
+    config_class = EXPERTS[meta.get("family", "wan")][0]  # files of the pack before CogVideoX are Wan's
+    return ExpertSource(cfg=config_class.from_json(meta["config"]), layers=tuple(json.loads(meta["layers"])),
                         tensors=tensors, names={n: n for n in tensors.names()}, where=str(path),
                         metadata=lambda _dtype_name: meta)  # an exported file tells its own, whatever it loads as
 
@@ -104,7 +132,7 @@ def _released_source(rel: Released) -> ExpertSource:
                         where=f"{rel.src} (expert; block_idx_with_mot_ref={list(rel.layers)})", metadata=metadata)
 
 
-def load_expert(src, dtype=torch.float32, ops=nn, progress=None) -> tuple[VAPExpert, dict]:
+def load_expert(src, dtype=torch.float32, ops=nn, progress=None) -> tuple:
     """Load an expert from any source expert_source takes. Returns (expert, metadata)."""
     source = expert_source(src)
     return source.load(dtype, ops, progress), source.metadata(DTYPE_NAMES[dtype])

@@ -13,10 +13,9 @@ from __future__ import annotations
 from typing import Callable
 
 from .errors import InputError
-from .joint_layer import Stream, joint_layer, missing_block_attributes
 
 PLACEMENTS = ("sequential", "shared")
-VAE_STRIDE = 8  # pixels per latent pixel (Wan 2.1's VAE), for messages in pixels
+VAE_STRIDE = 8  # pixels per latent pixel (the VAEs of Wan 2.1 and CogVideoX), for messages in pixels
 
 
 def reference_starts(frames: list[int], placement: str = "sequential", rope_delta: int | None = None) -> list[int]:
@@ -35,38 +34,46 @@ def reference_starts(frames: list[int], placement: str = "sequential", rope_delt
 
 class ExpertPass:
     """Built per model call from the expert, the embedded references (each with the call's rows) and
-    the placement options. It checks the references against the target once, owns their tokens
+    the placement options. It checks the references against the target once, owns their streams
     between layers, and runs each expert layer in order: a layer skipped, repeated or run out of
-    order (another patch on the same blocks) is an error, never a silently shifted reference."""
+    order (another patch on the same blocks) is an error, never a silently shifted reference.
+    What a stream is and what a layer computes belong to the expert's family (wan_layer, cog_layer)."""
 
-    def __init__(self, expert, references: list, target_grid: tuple, batch: int,
-                 rope_freqs: Callable, host, placement: str = "sequential", rope_delta: int | None = None):
-        """references: EmbeddedReference list; rope_freqs(grid, t_start): the host's RoPE table."""
+    def __init__(self, *, expert, references: list, target_grid: tuple, batch: int, timestep, rope_freqs: Callable,
+                 host, placement: str = "sequential", rope_delta: int | None = None):
+        """references: the expert's embedded references; timestep: the target's, one per row (a family whose
+        reference follows the target's time embeds it with it); rope_freqs(grid, t_start): the host's RoPE table."""
         if not references:
             raise InputError("an expert pass needs at least one reference.")
-        self._check(references, target_grid, batch, expert.cfg.patch_size)
+        self._check(references, target_grid, batch, expert)
         self.expert, self.host = expert, host
         starts = reference_starts([r.grid[0] for r in references], placement, rope_delta)
-        self.references = [Stream(r.tokens, r.e, rope_freqs(r.grid, start), r.context, r.context_img_len)
-                           for r, start in zip(references, starts)]
+        self.streams = [expert.reference_stream(r, rope_freqs(r.grid, start), timestep)
+                        for r, start in zip(references, starts)]
         self._next = 0
 
     @staticmethod
-    def _check(references, target_grid, batch, patch_size):
+    def _check(references, target_grid, batch, expert):
         def pixels(grid):
-            return f"{grid[2] * patch_size[2] * VAE_STRIDE}x{grid[1] * patch_size[1] * VAE_STRIDE}"
+            return f"{grid[2] * target_patch[1] * VAE_STRIDE}x{grid[1] * target_patch[0] * VAE_STRIDE}"
+        target_patch = expert.cfg.spatial_patch
         for n, r in enumerate(references, 1):
             which = "the reference" if len(references) == 1 else f"reference {n}"
-            if r.tokens.shape[0] != batch:
-                raise InputError(f"{which} was embedded for {r.tokens.shape[0]} rows; the target has {batch}.")
+            if r.rows != batch:
+                raise InputError(f"{which} was embedded for {r.rows} rows; the target has {batch}.")
             if tuple(r.grid[1:]) != tuple(target_grid[1:]):
                 raise InputError(
                     f"{which} was encoded at {pixels(r.grid)} pixels but the video is {pixels(target_grid)}: encode "
                     "it at the video's width and height (in ComfyUI: feed VAP Encode Reference the positive/negative "
-                    "of the WanImageToVideo whose latent the sampler uses).")
+                    "of the node whose latent the sampler uses).")
+            if expert.same_length and r.grid[0] != target_grid[0]:
+                raise InputError(
+                    f"{which} has {r.grid[0]} latent frames but the video has {target_grid[0]}: this expert takes a "
+                    "reference exactly as long as the video (the paper resamples it evenly to the video's frame "
+                    "count): resample the reference to the video's frame count.")
 
-    def layer(self, index: int, block, target: Stream):
-        """Run backbone layer `index` (the host's block) jointly with its expert block; the target's new tokens."""
+    def layer(self, index: int, block, target):
+        """Run backbone layer `index` (the host's block) jointly with its expert block; the target stream, updated."""
         layers = self.expert.layers
         expected = layers[self._next] if self._next < len(layers) else None
         if index != expected:
@@ -75,14 +82,13 @@ class ExpertPass:
                 f"VAP expert layer {index} ran when {due} (expert layers {list(layers)}): another "
                 "patch skips, repeats or reorders the model's blocks, which would put the reference out of step. "
                 "Skip Layer Guidance and the like work on the other layers: choose layers without an expert block.")
-        if self._next == 0 and missing_block_attributes(block):
-            raise InputError(f"this host's transformer block lacks {', '.join(missing_block_attributes(block))}, "
-                             "which the VAP joint layer reads: the pack does not support this version of the model.")
+        missing = self.expert.missing_block_attributes(block) if self._next == 0 else []
+        if missing:
+            raise InputError(f"this host's transformer block lacks {', '.join(missing)}, which the VAP joint layer "
+                             "reads: the pack does not support this version of the model.")
         self._next += 1
-        tokens, refs = joint_layer(block, self.expert.blocks[str(index)], target, self.references, self.host)
-        for stream, new in zip(self.references, refs):
-            stream.tokens = new
-        return tokens
+        target, self.streams = self.expert.joint_layer(index, block, target, self.streams, self.host)
+        return target
 
     @property
     def started(self) -> bool:

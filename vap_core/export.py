@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 from .checkpoint import DTYPES, TensorSource
-from .loading import check_tensors, convert_dtype, module_shapes, storage_dtype
 from .errors import MissingShardError, NotACheckpointError, VAPError
 from .expert import FORMAT, expert_source
+from .loading import check_tensors, convert_dtype, module_shapes, storage_dtype
 from .released import read_released
 from .safetensors_writer import write_streaming
 

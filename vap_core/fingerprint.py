@@ -9,7 +9,9 @@ import json
 
 import torch
 
-TENSORS = ("head.modulation", "blocks.0.modulation")
+# per family: vectors (kept in high precision by every storage format) in ComfyUI's layout
+TENSORS = {"wan": ("head.modulation", "blocks.0.modulation"),
+           "cog": ("norm_final.weight", "blocks.0.norm1.norm.weight")}
 RTOL, ATOL = 2e-2, 1e-3
 FP8_RTOL = 0.08  # fp8-stored backbones round their modulation tables by up to ~6%
 
@@ -19,10 +21,10 @@ def _summary(t: torch.Tensor) -> list[float]:
     return [float(t.mean()), float(t.abs().mean())] + [float(v) for v in t[:8]]
 
 
-def backbone_fingerprint(read, num_layers: int, dim: int) -> str:
-    """JSON fingerprint; `read(name)` returns the backbone tensor of that Wan-layout name."""
+def backbone_fingerprint(read, num_layers: int, dim: int, family: str = "wan") -> str:
+    """JSON fingerprint; `read(name)` returns the backbone tensor of that name (ComfyUI's layout)."""
     return json.dumps({"num_layers": num_layers, "dim": dim,
-                       "tensors": {name: _summary(read(name)) for name in TENSORS}}, sort_keys=True)
+                       "tensors": {name: _summary(read(name)) for name in TENSORS[family]}}, sort_keys=True)
 
 
 def fingerprint_matches(recorded: str, read, num_layers: int, dim: int) -> bool:

@@ -8,8 +8,8 @@ from typing import Callable
 import torch.nn.functional as F
 from einops import rearrange
 
-from .joint_layer import i2v_cross_attention
 from .rope import apply_rope
+from .wan_layer import i2v_cross_attention
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 `operations` is `torch.nn` by default; ComfyUI passes `comfy.ops` so fp8 weights and low-VRAM
 streaming work. Module and parameter names follow the original Wan layout (the one ComfyUI uses).
-The computation lives in `joint_layer.py`, so a host can run it over its own backbone modules.
+The computation lives in `wan_layer.py`, so a host can run it over its own backbone modules.
 """
 from __future__ import annotations
 

@@ -7,49 +7,76 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cog_keys, keys
 from .backbone import WanI2V
 from .checkpoint import PICKLE_SUFFIXES, TensorSource, refuse_pickle
+from .cog_config import CogConfig
+from .cog_modules import CogVideoXI2V
 from .config import WanConfig
-from .errors import CheckpointMismatchError, CorruptCheckpointError, MissingShardError, NotACheckpointError
+from .errors import (
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    MissingShardError,
+    NotACheckpointError,
+)
 from .fingerprint import backbone_fingerprint
-from .keys import convert_released_name
 from .loading import check_tensors, module_shapes
+
+# per family: its config, its name mapping, its backbone module, its name in messages
+_FAMILIES = {"wan": (WanConfig, keys.convert_released_name, WanI2V, "Wan 2.1"),
+             "cog": (CogConfig, cog_keys.convert_released_name, CogVideoXI2V, "CogVideoX")}
+
+
+def family_of(config: dict, where: str) -> str:
+    """The family a released transformer config describes, from its `_class_name` (a config without one is Wan's)."""
+    name = config.get("_class_name", "WanTransformer3DModel")
+    if not isinstance(name, str) or not name.startswith(("Wan", "CogVideoX")):
+        raise NotACheckpointError(f"{where}: _class_name {name!r} is neither a Wan nor a CogVideoX transformer; the "
+                                  "pack runs Video-As-Prompt's Wan2.1-I2V-14B and CogVideoX-I2V-5B checkpoints.")
+    return "cog" if name.startswith("CogVideoX") else "wan"
 
 
 @dataclass(kw_only=True)
 class Released:
     src: str
-    cfg: WanConfig
+    cfg: WanConfig | CogConfig
     layers: tuple  # backbone layers that carry an expert block
     tensors: TensorSource
-    backbone_names: dict  # Wan-layout name -> released name, of the backbone's tensors
+    backbone_names: dict  # ComfyUI-layout name -> released name, of the backbone's tensors
     expert_names: dict  # the same, of the expert's
 
     def fingerprint(self) -> str:
         """Fingerprint of the backbone stored in this checkpoint (reads two small tensors)."""
-        return backbone_fingerprint(lambda w: self.tensors.get(self.backbone_names[w]), self.cfg.num_layers, self.cfg.dim)
+        return backbone_fingerprint(lambda w: self.tensors.get(self.backbone_names[w]), self.cfg.num_layers,
+                                    self.cfg.dim, self.cfg.family)
 
     def backbone_tensors(self) -> dict:
-        """The frozen backbone's tensors under Wan-layout names (ComfyUI's), checked against the
-        architecture. They are safetensors' memory-mapped tensors, not copies: the caller's loader
-        copies each into its model once, so no second copy of the backbone is ever held."""
-        expected = module_shapes(WanI2V(self.cfg, device="meta"))
+        """The frozen backbone's tensors in ComfyUI's layout, checked against the architecture. They are
+        safetensors' memory-mapped tensors, not copies: the caller's loader copies each into its model once, so no
+        second copy of the backbone is ever held. (CogVideoX's position table, re-laid out, is the one new tensor.)"""
+        expected = module_shapes(_FAMILIES[self.cfg.family][2](self.cfg, device="meta"))
         check_tensors(expected, {w: self.tensors.shape(n) for w, n in self.backbone_names.items()}, f"{self.src} (backbone)")
-        return {w: self.tensors.get(n) for w, n in self.backbone_names.items()}
+        tensors = {w: self.tensors.get(n) for w, n in self.backbone_names.items()}
+        if self.cfg.family == "cog":
+            table = "patch_embed.pos_embedding"
+            tensors[table] = cog_keys.comfy_table(tensors[table], self.cfg.text_len)
+        return tensors
 
 
 def read_released(src, opened: TensorSource | None = None) -> Released:
     """Locate the checkpoint and sort its tensor names; reads no tensor data. `opened`: src, a single
     weights file, already opened."""
     config_path, config, tensors = locate_released(src, opened)
-    cfg = WanConfig.from_diffusers(config, str(config_path))
+    config_class, convert_released_name, _, family_name = _FAMILIES[family_of(config, str(config_path))]
+    cfg = config_class.from_diffusers(config, str(config_path))
     parts = {"backbone": {}, "expert": {}}
     for name in tensors.names():
         try:
             converted = convert_released_name(name)
         except KeyError:
             raise CheckpointMismatchError(
-                f"{src}: unexpected tensor {name}; this is not a Wan 2.1 VAP checkpoint.") from None
+                f"{src}: unexpected tensor {name}; this is not a {family_name} VAP checkpoint (its config.json "
+                "names that family).") from None
         if converted is not None:
             part, wan_name = converted
             parts[part][wan_name] = name
@@ -57,7 +84,7 @@ def read_released(src, opened: TensorSource | None = None) -> Released:
     if not layers or not parts["expert"]:
         raise NotACheckpointError(
             f"{src} holds no Video-As-Prompt expert (no *_mot_ref tensors / block_idx_with_mot_ref): it is a "
-            "plain Wan checkpoint. Point to the released VAP checkpoint.")
+            f"plain {family_name} checkpoint. Point to the released VAP checkpoint.")
     if not (isinstance(layers, list) and all(type(i) is int and i >= 0 for i in layers)
             and len(set(layers)) == len(layers)):
         raise CorruptCheckpointError(f"{config_path}: block_idx_with_mot_ref is {layers!r}; it must be a list of "

@@ -1,4 +1,5 @@
-"""3D rotary position embedding of Wan, with the temporal start that VAP shifts for the reference."""
+"""3D rotary position embedding (Wan's, and with its own channel split CogVideoX's), with the temporal start that
+VAP shifts for the reference."""
 from __future__ import annotations
 
 import torch
@@ -11,18 +12,18 @@ def rope_axes(head_dim: int) -> tuple[int, int, int]:
 
 
 def rope_table(head_dim: int, grid: tuple[int, int, int], t_start: int = 0, theta: float = 10000.0,
-               device=None) -> torch.Tensor:
+               device=None, axes: tuple[int, int, int] | None = None) -> torch.Tensor:
     """The rotations as unit complex numbers, shape (frames*height*width, head_dim // 2), complex64.
 
     Frames get temporal positions t_start .. t_start + frames - 1; the target uses 0, and the
-    reference -rope_delta, which places it before the target in time.
+    reference -rope_delta, which places it before the target in time. `axes`: channels per axis (default: Wan's split).
     """
     f, h, w = grid
     positions = (torch.arange(f, dtype=torch.float64) + t_start,
                  torch.arange(h, dtype=torch.float64),
                  torch.arange(w, dtype=torch.float64))
     angles = []
-    for pos, dim in zip(positions, rope_axes(head_dim)):
+    for pos, dim in zip(positions, axes or rope_axes(head_dim)):
         inv_freq = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim)
         angles.append(torch.outer(pos, inv_freq))
     a_t, a_h, a_w = angles

@@ -18,7 +18,7 @@ from tools.comfy_process import i2v_conditioning, node_classes, start
 from tools.tiny_names import EXPERT, UNET
 from vap_core import VAPTransformer
 from vap_core.expert_pass import PLACEMENTS
-from vap_core.joint_layer import missing_block_attributes
+from vap_core.wan_layer import missing_block_attributes
 
 # ComfyUI's modules are imported where used: only after start() has configured ComfyUI (CPU, base folder)
 

@@ -1,4 +1,4 @@
-"""The computation of one transformer layer: plain (backbone only) or joint (backbone + expert block).
+"""The computation of one Wan 2.1 layer: plain (backbone only) or joint (backbone + expert block).
 
 Written against the Wan block layout (BLOCK_ATTRIBUTES) and a `Host` (see host.py), so that the
 ComfyUI binding runs this same code over ComfyUI's own blocks, ops and attention kernel.
@@ -6,7 +6,7 @@ Norms and modulation are computed in float32, as the paper's implementation does
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -21,14 +21,19 @@ BLOCK_ATTRIBUTES = (
 )
 
 
-def missing_block_attributes(block) -> list[str]:
+def missing_attributes(block, paths) -> list[str]:
+    """Which of the dotted attribute paths a block lacks."""
     def has(obj, path):
         for name in path.split("."):
             if not hasattr(obj, name):
                 return False
             obj = getattr(obj, name)
         return True
-    return [path for path in BLOCK_ATTRIBUTES if not has(block, path)]
+    return [path for path in paths if not has(block, path)]
+
+
+def missing_block_attributes(block) -> list[str]:
+    return missing_attributes(block, BLOCK_ATTRIBUTES)
 
 
 @dataclass
@@ -83,18 +88,18 @@ def _target_outputs(block, target: Stream, y, mod, host):
                              lambda h: host.backbone_cross_attn(block, h, target.context, target.context_img_len))
 
 
-def plain_layer(block, target: Stream, host) -> torch.Tensor:
-    """A backbone layer without an expert block (plain Wan): the target's new tokens."""
+def plain_layer(block, target: Stream, host) -> Stream:
+    """A backbone layer without an expert block (plain Wan): the target, updated."""
     mod = modulation(block, target.e, host)
     q, k, v = attention_inputs(block, target.tokens, mod, target.freqs, host)
-    return _target_outputs(block, target, host.attention(q, k, v, block.num_heads), mod, host)
+    return replace(target, tokens=_target_outputs(block, target, host.attention(q, k, v, block.num_heads), mod, host))
 
 
 def joint_layer(block, expert_block, target: Stream, references: list[Stream], host):
     """A backbone layer and its expert block: each stream its own norms, modulation and q/k/v (the
     references through the expert block), ONE full attention over [target ; reference 1 ; ... ;
     reference N], then each stream its own output, cross-attention and FFN.
-    Returns (the target's new tokens, each reference's new tokens)."""
+    Returns (the target, the references), updated."""
     streams = [target, *references]
     mods = [modulation(block if s is target else expert_block, s.e, host) for s in streams]
     qkv = [attention_inputs(block if s is target else expert_block, s.tokens, m, s.freqs, host)
@@ -108,4 +113,4 @@ def joint_layer(block, expert_block, target: Stream, references: list[Stream], h
                               lambda h, s=s: i2v_cross_attention(expert_block.cross_attn, h, s.context, s.context_img_len,
                                                                  host.attention, expert_block.num_heads))
             for s, y, m in zip(references, ys[1:], mods[1:])]
-    return out, refs
+    return replace(target, tokens=out), [replace(s, tokens=r) for s, r in zip(references, refs)]
