@@ -19,11 +19,11 @@ import torch
 
 from tools import comfy_server as harness
 
-from . import core, peer
+from . import cog, core, peer
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SECTIONS = ("core", "peer", "comfy", "loading", "video", "gpu", "comfy_gpu")
+SECTIONS = ("core", "cog", "peer", "comfy", "loading", "video", "gpu", "comfy_gpu")
 IN_COMFY = ("comfy", "loading", "comfy_gpu")  # the sections that run a ComfyUI
 TARGET = 1.1  # measured ratio may exceed the FLOP model's by at most 10%
 
@@ -46,6 +46,19 @@ def section_core(args):
     for r in core.run_references(args.repeats):
         print(f"| {r['size']} | {r['references']} | {r['s'] * 1e3:.0f} | {r['ratio']:.3f} | {r['flop_ratio']:.3f} | "
               f"{r['ratio'] / r['flop_ratio']:.3f} |")
+
+
+def section_cog(args):
+    print("\n## 1b. vap_core, CogVideoX-I2V: one VAP model call / one plain call (float32, CPU, 226 text tokens, "
+          "experts on every layer but the last)\n")
+    print("| size | plain ms | VAP ms | measured ratio | FLOP-model ratio | measured / FLOP | target <= 1.10 | "
+          "2 refs ms | second reference: measured | FLOP model |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in cog.run(args.repeats):
+        rel = r["ratio"] / r["flop_ratio"]
+        print(f"| {r['size']} | {r['plain_s'] * 1e3:.0f} | {r['vap_s'] * 1e3:.0f} | {r['ratio']:.3f} | "
+              f"{r['flop_ratio']:.3f} | {rel:.3f} | {_mark(rel <= TARGET)} | {r['two_s'] * 1e3:.0f} | "
+              f"{r['second_ratio']:.3f} | {r['second_flop_ratio']:.3f} |")
 
 
 def section_peer(args):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from tools.checkpoints import Case, _write_shards, random_tensor, write_released
+from tools.checkpoints import ORACLE, Case, _write_shards, random_tensor, write_released
 from vap_core import VAPTransformer
 from vap_core.cog_config import CogConfig
 from vap_core.cog_keys import convert_released_name
@@ -22,7 +22,8 @@ from vap_core.released import read_released
 from vap_core.safetensors_writer import write_streaming
 
 TOL = 1e-4  # float32, max abs (the oracle's COGVIDEOX.md)
-COG_CASES = ("cog_small", "cog_comfy")
+# every CogVideoX case in the fixtures (further cases dropped there are checked the same way)
+COG_CASES = sorted(p.stem for p in ORACLE.glob("cog_*.safetensors"))
 CLASS_NAME = {"_class_name": "CogVideoXTransformer3DMOTModel"}
 
 
