@@ -86,7 +86,7 @@ def test_rope_table_is_the_pipelines(model, cog_small):
     f, h, w = cog_small.tensors["in.x"].shape[2:]
     grid = (f, h // 2, w // 2)
     for start, name in ((0, "rope"), (-f, "rope_ref")):
-        table = model.backbone.rope(grid, start, None)
+        table = model.backbone.caller().rope(grid, start, None)
         cos = table.real.repeat_interleave(2, dim=1)
         sin = table.imag.repeat_interleave(2, dim=1)
         assert max_err(cos, cog_small.tensors[f"aux.{name}.cos"]) < 1e-5

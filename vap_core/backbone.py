@@ -27,6 +27,10 @@ class WanI2V(StreamEmbedders):
         self.blocks = nn.ModuleList(WanBlock(cfg, ops, device, dtype) for _ in range(cfg.num_layers))
         self.head = Head(cfg, ops, device, dtype)
 
+    def caller(self) -> "WanI2V":
+        """What model.run_call asks of a backbone: this module's own methods."""
+        return self
+
     @property
     def weight_dtype(self) -> torch.dtype:
         return self.blocks[0].self_attn.q.weight.dtype

@@ -60,6 +60,49 @@ class PatchEmbed(nn.Module):
         self.register_buffer("pos_embedding", torch.empty(1, cfg.table_rows, cfg.dim, **kw))
 
 
+def time_embedding(m, dim: int, t, dtype):
+    """A module's time embedding of t (B,): sinusoid of the model's width, then its two linears."""
+    x = timestep_embedding(dim, t).to(dtype)
+    return m.time_embedding_linear_2(F.silu(m.time_embedding_linear_1(x)))
+
+
+def embed_tokens(m, x, context, dtype, video_row0: int):
+    """(video tokens (B, F*H*W/4, dim), text tokens (B, n_text, dim)) of a module's patch embedding, each plus its
+    rows of the learned table: the text rows from row 0, the video rows from `video_row0` (the released table's text
+    length; 226 in ComfyUI's allocation)."""
+    b, frames = x.shape[0], x.shape[2]
+    video = m.patch_embed.proj(rearrange(x.to(dtype), "b c f h w -> (b f) c h w"))
+    video = rearrange(video, "(b f) d h w -> b (f h w) d", b=b, f=frames)
+    text = m.patch_embed.text_proj(context.to(dtype))
+    table = m.patch_embed.pos_embedding.to(device=x.device, dtype=dtype)
+    return video + table[:, video_row0:video_row0 + video.shape[1]], text + table[:, :text.shape[1]]
+
+
+def check_input(cfg, name, x, context, batch=None):
+    """Shape checks of a stream's latent and text, with what to do."""
+    if x.ndim != 5 or x.shape[1] != cfg.in_dim:
+        raise InputError(f"{name} has shape {tuple(x.shape)}; expected (batch, {cfg.in_dim}, frames, height, width): "
+                         "16 latent channels, then 16 of the image condition (the first frame's latent in frame 0, "
+                         "zeros after it).")
+    if tuple(x.shape[2:]) != (cfg.grid[0], cfg.sample_height, cfg.sample_width):
+        f, h, w = cfg.grid[0], cfg.sample_height, cfg.sample_width
+        raise InputError(
+            f"{name} is {x.shape[2]} latent frames of {x.shape[4]}x{x.shape[3]}; this CogVideoX model's learned "
+            f"position table fits only {f} latent frames of {w}x{h} ({4 * (f - 1) + 1} frames at "
+            f"{w * VAE_STRIDE}x{h * VAE_STRIDE} pixels): make the video that size.")
+    b = batch or x.shape[0]
+    what = "its caption" if name != "x" else "the prompt"
+    if context.ndim != 3 or context.shape[0] != b or context.shape[2] != cfg.text_dim:
+        raise InputError(f"{name}'s text has shape {tuple(context.shape)}; expected ({b}, {cfg.text_len}, "
+                         f"{cfg.text_dim}): T5 embeddings of {what}.")
+    if context.shape[1] != cfg.text_len:
+        raise InputError(f"{name}'s text has {context.shape[1]} tokens; CogVideoX takes exactly {cfg.text_len} "
+                         "(T5 padded to that length, nothing masked), the text rows of its position table: encode "
+                         "the text with CogVideoX's T5 settings.")
+
+
+
+
 class CogEmbedders(nn.Module):
     """Patch, text and time embedders with a learned position table: what both the backbone and the expert have."""
 
@@ -72,41 +115,7 @@ class CogEmbedders(nn.Module):
         self.time_embedding_linear_2 = ops.Linear(cfg.time_dim, cfg.time_dim, **kw)
 
     def time_embedding(self, t, dtype):
-        x = timestep_embedding(self.cfg.dim, t).to(dtype)
-        return self.time_embedding_linear_2(F.silu(self.time_embedding_linear_1(x)))
-
-    def tokens(self, x, context, dtype):
-        """(video tokens (B, F*H*W/4, dim), text tokens (B, text_len, dim)), each with its rows of the table."""
-        b, frames = x.shape[0], x.shape[2]
-        video = self.patch_embed.proj(rearrange(x.to(dtype), "b c f h w -> (b f) c h w"))
-        video = rearrange(video, "(b f) d h w -> b (f h w) d", b=b, f=frames)
-        text = self.patch_embed.text_proj(context.to(dtype))
-        table = self.patch_embed.pos_embedding.to(device=x.device, dtype=dtype)
-        n_text = self.cfg.text_len
-        return video + table[:, n_text:n_text + video.shape[1]], text + table[:, :n_text]
-
-    def check_input(self, name, x, context, batch=None):
-        """Shape checks of a stream's latent and text, with what to do."""
-        cfg = self.cfg
-        if x.ndim != 5 or x.shape[1] != cfg.in_dim:
-            raise InputError(f"{name} has shape {tuple(x.shape)}; expected (batch, {cfg.in_dim}, frames, height, width): "
-                             "16 latent channels, then 16 of the image condition (the first frame's latent in frame 0, "
-                             "zeros after it).")
-        if tuple(x.shape[2:]) != (cfg.grid[0], cfg.sample_height, cfg.sample_width):
-            f, h, w = cfg.grid[0], cfg.sample_height, cfg.sample_width
-            raise InputError(
-                f"{name} is {x.shape[2]} latent frames of {x.shape[4]}x{x.shape[3]}; this CogVideoX model's learned "
-                f"position table fits only {f} latent frames of {w}x{h} ({4 * (f - 1) + 1} frames at "
-                f"{w * VAE_STRIDE}x{h * VAE_STRIDE} pixels): make the video that size.")
-        b = batch or x.shape[0]
-        what = "its caption" if name != "x" else "the prompt"
-        if context.ndim != 3 or context.shape[0] != b or context.shape[2] != cfg.text_dim:
-            raise InputError(f"{name}'s text has shape {tuple(context.shape)}; expected ({b}, {cfg.text_len}, "
-                             f"{cfg.text_dim}): T5 embeddings of {what}.")
-        if context.shape[1] != cfg.text_len:
-            raise InputError(f"{name}'s text has {context.shape[1]} tokens; CogVideoX takes exactly {cfg.text_len} "
-                             "(T5 padded to that length, nothing masked), the text rows of its position table: encode "
-                             "the text with CogVideoX's T5 settings.")
+        return time_embedding(self, self.cfg.dim, t, dtype)
 
 
 class CogVideoXI2V(CogEmbedders):
@@ -122,15 +131,27 @@ class CogVideoXI2V(CogEmbedders):
         self.norm_out.norm = ops.LayerNorm(cfg.dim, eps=cfg.eps, elementwise_affine=True, **kw)
         self.proj_out = ops.Linear(cfg.dim, cfg.patch * cfg.patch * cfg.out_dim, **kw)
 
+    def caller(self) -> "CogBackbone":
+        return CogBackbone(self, self.cfg, self.cfg.text_len)
+
+
+class CogBackbone:
+    """The backbone's side of a model call (what model.run_call asks of a backbone), over any module in ComfyUI's
+    CogVideoX layout: vap_core's own, or ComfyUI's, whose table has its video rows from row 226."""
+
+    def __init__(self, module, cfg: CogConfig, video_row0: int):
+        self.module, self.cfg, self.video_row0 = module, cfg, video_row0
+        self.blocks = module.blocks
+
     @property
     def weight_dtype(self) -> torch.dtype:
-        return self.blocks[0].q.weight.dtype
+        return self.module.blocks[0].q.weight.dtype
 
     def check_target(self, x, context, clip_fea) -> int:
         if clip_fea is not None:
             raise InputError("CogVideoX-I2V takes no CLIP image input (clip_fea): the start image reaches it through "
                              "the image condition channels of x.")
-        self.check_input("x", x, context)
+        check_input(self.cfg, "x", x, context)
         return x.shape[0]
 
     def check_reference(self, batch, ref_x, ref_context, ref_clip_fea):
@@ -144,7 +165,7 @@ class CogVideoXI2V(CogEmbedders):
                 f"ref_x has {ref_x.shape[2]} latent frames but the video has {frames}: CogVideoX's VAP takes a reference "
                 "exactly as long as the video (the paper resamples it evenly to the video's frame count): resample "
                 f"the reference to {4 * (frames - 1) + 1} frames before encoding it.")
-        self.check_input("ref_x", ref_x, ref_context, batch)
+        check_input(self.cfg, "ref_x", ref_x, ref_context, batch)
         if ref_x.shape[0] not in (1, batch):
             raise InputError(f"ref_x has batch {ref_x.shape[0]}; expected 1 or {batch} (the batch of x).")
         return ref_x.expand(batch, *ref_x.shape[1:]), ref_context, None
@@ -156,17 +177,18 @@ class CogVideoXI2V(CogEmbedders):
         return cog_rope_table(self.cfg.head_dim, grid, t_start, device=device)
 
     def embed_target(self, x, t, context, clip_fea, dtype, freqs):
-        video, text = self.tokens(x, context, dtype)
-        emb = self.time_embedding(t, dtype)
+        video, text = embed_tokens(self.module, x, context, dtype, self.video_row0)
+        emb = time_embedding(self.module, self.cfg.dim, t, dtype)
         return CogStream(video, text, emb, freqs), emb
 
     plain_layer = staticmethod(plain_layer)
 
     def output(self, target: CogStream, emb, grid, host):
         """Final norms, projection and unpatchify: the target's video tokens -> (B, out_dim, F, H, W)."""
-        x = layer_norm(self.norm_final, target.video, host)
-        shift, scale = self.norm_out.linear(F.silu(emb)).unsqueeze(1).chunk(2, dim=2)
-        x = self.proj_out(layer_norm(self.norm_out.norm, x, host) * (1 + scale) + shift)
+        m = self.module
+        x = layer_norm(m.norm_final, target.video, host)
+        shift, scale = m.norm_out.linear(F.silu(emb)).unsqueeze(1).chunk(2, dim=2)
+        x = m.proj_out(layer_norm(m.norm_out.norm, x, host) * (1 + scale) + shift)
         f, h, w = grid
         p = self.cfg.patch
         return rearrange(x, "b (f h w) (c ph pw) -> b c f (h ph) (w pw)", f=f, h=h, w=w, ph=p, pw=p)
@@ -184,6 +206,16 @@ class CogReference:
     @property
     def rows(self) -> int:
         return self.video.shape[0]
+
+    @staticmethod
+    def cat(rows: list["CogReference"]) -> "CogReference":
+        """Rows stacked into one batch (rows of one reference are shared, not copied)."""
+        first = rows[0]
+        if all(r is first for r in rows):
+            return CogReference(first.video.expand(len(rows), -1, -1), first.text.expand(len(rows), -1, -1),
+                                first.grid, first.ref_t)
+        return CogReference(torch.cat([r.video for r in rows]), torch.cat([r.text for r in rows]), first.grid,
+                            None if first.ref_t is None else torch.cat([r.ref_t for r in rows]))
 
 
 class CogExpert(CogEmbedders):
@@ -217,7 +249,7 @@ class CogExpert(CogEmbedders):
                 "CogVideoX-5B-I2V: load that backbone, or the expert trained for yours.")
 
     def embed_reference(self, ref_x, ref_context, ref_clip_fea, dtype, ref_t=None) -> CogReference:
-        video, text = self.tokens(ref_x, ref_context, dtype)
+        video, text = embed_tokens(self, ref_x, ref_context, dtype, self.cfg.text_len)
         grid = ref_x.shape[2], ref_x.shape[3] // self.cfg.patch, ref_x.shape[4] // self.cfg.patch
         return CogReference(video, text, grid, ref_t)
 

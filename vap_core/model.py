@@ -33,7 +33,7 @@ class VAPTransformer(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.backbone.weight_dtype
+        return self.backbone.caller().weight_dtype
 
     @classmethod
     def from_checkpoint(cls, path, dtype=torch.float32) -> "VAPTransformer":
@@ -65,31 +65,12 @@ class VAPTransformer(nn.Module):
         of ref_x / ref_context / ref_clip_fea (see expert_pass for `placement`). ref_t: the reference's timestep,
         by default the paper's (Wan: the constant 1; CogVideoX: the target's t). In a sampling loop, embed the
         references once (embed_reference) and pass them as `reference` at every step."""
-        backbone, host, dtype = self.backbone, self.host, self.dtype
-        b = backbone.check_target(x, context, clip_fea)
-        t = _per_row("t", t, b, x.device)
-        grid = backbone.token_grid(x)
-
-        def rope_freqs(g, t_start):
-            return backbone.rope(g, t_start, x.device)
-
-        target, temb = backbone.embed_target(x, t, context, clip_fea, dtype, rope_freqs(grid, 0))
+        b = self.backbone.caller().check_target(x, context, clip_fea)
         if ref_x is not None:
             reference = self.embed_reference(ref_x, ref_context, ref_clip_fea, b, ref_t)
-        vap_pass = None
-        if reference is not None:
-            vap_pass = ExpertPass(expert=self.expert, references=reference if isinstance(reference, list) else [reference],
-                                  target_grid=grid, batch=b, timestep=t, rope_freqs=rope_freqs, host=host,
-                                  placement=placement, rope_delta=None if rope_delta is None else int(rope_delta))
-
-        for i, block in enumerate(backbone.blocks):
-            if vap_pass is not None and i in self.expert.layers:
-                target = vap_pass.layer(i, block, target)
-            else:
-                target = backbone.plain_layer(block, target, host)
-        if vap_pass is not None:
-            vap_pass.finish()
-        return backbone.output(target, temb, grid, host)
+        references = None if reference is None else reference if isinstance(reference, list) else [reference]
+        return run_call(self.backbone.caller(), self.expert, self.host, x, t, context, clip_fea, references,
+                        placement=placement, rope_delta=rope_delta)
 
     def embed_reference(self, ref_x, ref_context, ref_clip_fea=None, batch: int = 1, ref_t=None):
         """The embedded reference(s) for a target batch of `batch` rows (each ref_x may have 1 row or
@@ -108,7 +89,7 @@ class VAPTransformer(nn.Module):
                              "same length.")
         embedded = []
         for one_x, one_context, one_clip in inputs:
-            one_x, one_context, one_clip = self.backbone.check_reference(batch, one_x, one_context, one_clip)
+            one_x, one_context, one_clip = self.backbone.caller().check_reference(batch, one_x, one_context, one_clip)
             row_t = None if ref_t is None else _per_row("ref_t", ref_t, batch, one_x.device)
             embedded.append(self.expert.embed_reference(one_x, one_context, one_clip, self.dtype, row_t))
         return embedded if several else embedded[0]
@@ -119,3 +100,31 @@ def _per_row(name, t, b, device):
     if t.numel() not in (1, b):
         raise InputError(f"{name} has {t.numel()} values; give one timestep, or one per row of x ({b}).")
     return t.expand(b)
+
+
+def run_call(backbone, expert, host, x, t, context, clip_fea=None, references=None, *, placement="sequential",
+             rope_delta=None):
+    """One model call of either family: the target through every layer, the expert layers jointly with the
+    embedded references (None: the plain backbone). `backbone`: a module's caller() (WanI2V, CogBackbone), which
+    may be a view of the host's own modules; the result in the latent layout (B, C, F, H, W)."""
+    b = backbone.check_target(x, context, clip_fea)
+    t = _per_row("t", t, b, x.device)
+    grid = backbone.token_grid(x)
+
+    def rope_freqs(g, t_start):
+        return backbone.rope(g, t_start, x.device)
+
+    target, temb = backbone.embed_target(x, t, context, clip_fea, backbone.weight_dtype, rope_freqs(grid, 0))
+    vap_pass = None
+    if references:
+        vap_pass = ExpertPass(expert=expert, references=references, target_grid=grid, batch=b, timestep=t,
+                              rope_freqs=rope_freqs, host=host, placement=placement,
+                              rope_delta=None if rope_delta is None else int(rope_delta))
+    for i, block in enumerate(backbone.blocks):
+        if vap_pass is not None and i in expert.layers:
+            target = vap_pass.layer(i, block, target)
+        else:
+            target = backbone.plain_layer(block, target, host)
+    if vap_pass is not None:
+        vap_pass.finish()
+    return backbone.output(target, temb, grid, host)
