@@ -20,7 +20,7 @@ import comfy.model_management
 import comfy.model_patcher
 from comfy.ldm.flux.math import apply_rope1
 
-from ..vap_core.embedding import EmbeddedReference, embed_reference
+from ..vap_core.embedding import EmbeddedReference
 from ..vap_core.errors import InputError
 from ..vap_core.expert_pass import ExpertPass
 from ..vap_core.host import Host
@@ -160,7 +160,8 @@ class VAPRunner:
         if run is not None and key in run.embedded:
             return run.embedded[key]
         move = lambda t: t.to(device=x.device, dtype=x.dtype)  # noqa: E731
-        embedded = embed_reference(self.module, move(ref.x), move(ref.context), move(ref.clip_fea), x.dtype)
+        embedded = self.module.embed_reference(move(ref.x), move(ref.context),
+                                               None if ref.clip_fea is None else move(ref.clip_fea), x.dtype)
         if run is not None:
             run.embedded[key] = embedded
         return embedded

@@ -12,7 +12,8 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from tests.helpers import edges, write_phone_clip
 from tools import comfy_server as harness
@@ -38,13 +39,27 @@ def run_latent(server, base: Path, graph: dict):
     return load_file(str(base / "output" / item["subfolder"] / item["filename"]))["latent_tensor"]
 
 
-@pytest.mark.floor
-def test_golden_equality_inside_comfyui(comfy):
+def golden(comfy, folder, *cases):
+    """Run tests/comfyui/golden_in_comfy on a base directory of its own (it writes the cases' files under its
+    models/): (exit status, {case file name: its JSON line}, stderr)."""
     root, python, base = comfy
-    proc = harness.run_module(python, "tests.comfyui.golden_in_comfy", root, base, capture_output=True, text=True,
-                              timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    own = harness.sharing_base(base, folder, "custom_nodes")
+    proc = harness.run_module(python, "tests.comfyui.golden_in_comfy", root, own, *map(str, cases),
+                              capture_output=True, text=True, timeout=600)
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"case"')]
+    return proc.returncode, {line["case"]: line for line in lines}, proc.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def public_golden(comfy, tmp_path_factory):
+    return golden(comfy, tmp_path_factory.mktemp("golden_public"))
+
+
+@pytest.mark.floor
+def test_golden_equality_inside_comfyui(public_golden):
+    returncode, lines, stderr = public_golden
+    assert returncode == 0, stderr
+    result = lines["case_comfy.safetensors"]
     print(result)
     assert result["dtype"] == "torch.float32" and result["expert_dtype"] == "torch.float32"
     for name in ("batched", "one_at_a_time"):  # cond row (reference caption) and uncond row (its negative)
@@ -67,6 +82,40 @@ def test_golden_equality_inside_comfyui(comfy):
         assert max(errors) <= 1e-4, (placement, errors)
     assert result["second_reference_effect"] > 100 * 1e-4
     assert result["block_attributes_missing"] == []  # ComfyUI's WanAttentionBlock has what the joint layer reads
+
+
+@pytest.mark.floor
+def test_the_cogvideox_case_inside_comfyui(public_golden, comfy):
+    """ComfyUI 0.33's own CogVideoX modules, loaded by the stock UNETLoader, run the paper's forward through the
+    pack: one CFG evaluation equals out.vap, and out.backbone outside the step window. Older ComfyUIs have no
+    CogVideoX and say so."""
+    returncode, lines, stderr = public_golden
+    result = lines["cog_comfy.safetensors"]
+    print(result)
+    if harness.comfy_version(comfy[0]) < (0, 33):
+        assert "has no CogVideoX" in result["skipped"] and returncode == 0
+        return
+    assert result["family"] == "cog" and result["dtype"] == "torch.float32"
+    for name in ("batched", "one_at_a_time"):
+        assert max(result[name]) <= 1e-4, (name, result[name])
+    assert max(result["window_empty"]) <= 1e-4  # the paper's plain CogVideoX, not ComfyUI's own forward
+    assert result["expert_effect"] > 100 * 1e-4
+
+
+def test_the_in_comfy_check_takes_case_files_and_fails_above_the_tolerance(comfy, tmp_path):
+    """Cases kept elsewhere are checked the same way: one line per case file; exit 1 when one is off."""
+    cases = [Case(name).path for name in ("cog_small", "case_comfy")]
+    off = tmp_path / "cog_small_off.safetensors"
+    tensors = load_file(str(cases[0]))
+    tensors["out.vap"] = tensors["out.vap"] + 1e-3
+    with safe_open(str(cases[0]), "pt") as f:
+        save_file(tensors, str(off), metadata=f.metadata())
+    returncode, lines, stderr = golden(comfy, tmp_path / "base", *cases, off)
+    assert returncode == 1, stderr
+    assert set(lines) == {"cog_small.safetensors", "case_comfy.safetensors", "cog_small_off.safetensors"}
+    for name in ("cog_small.safetensors", "case_comfy.safetensors"):
+        assert max(lines[name]["max_abs"].values()) <= 1e-4, lines[name]
+    assert 0.9e-3 <= lines["cog_small_off.safetensors"]["max_abs"]["out.vap"] <= 1.1e-3
 
 
 @pytest.mark.floor

@@ -23,9 +23,10 @@ CASES = ("case_small", "case_reflen", "case_comfy")
 
 
 class Case:
-    def __init__(self, name):
+    def __init__(self, name, path: Path | None = None):
+        """The fixture `name`, or the case file at `path` (a case kept elsewhere)."""
         self.name = name
-        self.path = ORACLE / f"{name}.safetensors"
+        self.path = path or ORACLE / f"{name}.safetensors"
         with safe_open(str(self.path), "pt") as f:
             self.meta = f.metadata()
             self.tensors = {k: f.get_tensor(k) for k in f.keys()}

@@ -71,11 +71,17 @@ def embed_tokens(m, x, context, dtype, video_row0: int):
     rows of the learned table: the text rows from row 0, the video rows from `video_row0` (the released table's text
     length; 226 in ComfyUI's allocation)."""
     b, frames = x.shape[0], x.shape[2]
-    video = m.patch_embed.proj(rearrange(x.to(dtype), "b c f h w -> (b f) c h w"))
+    proj, text_proj = m.patch_embed.proj, m.patch_embed.text_proj
+    video = proj(rearrange(x.to(_own_dtype(proj, dtype)), "b c f h w -> (b f) c h w")).to(dtype)
     video = rearrange(video, "(b f) d h w -> b (f h w) d", b=b, f=frames)
-    text = m.patch_embed.text_proj(context.to(dtype))
+    text = text_proj(context.to(_own_dtype(text_proj, dtype))).to(dtype)
     table = m.patch_embed.pos_embedding.to(device=x.device, dtype=dtype)
     return video + table[:, video_row0:video_row0 + video.shape[1]], text + table[:, :text.shape[1]]
+
+
+def _own_dtype(layer, dtype):
+    """ComfyUI keeps CogVideoX's patch embedding in float32 and runs it so; fp8 weights run in the call's dtype."""
+    return layer.weight.dtype if layer.weight.dtype.itemsize > 1 else dtype
 
 
 def check_input(cfg, name, x, context, batch=None):
@@ -139,13 +145,14 @@ class CogBackbone:
     """The backbone's side of a model call (what model.run_call asks of a backbone), over any module in ComfyUI's
     CogVideoX layout: vap_core's own, or ComfyUI's, whose table has its video rows from row 226."""
 
-    def __init__(self, module, cfg: CogConfig, video_row0: int):
-        self.module, self.cfg, self.video_row0 = module, cfg, video_row0
+    def __init__(self, module, cfg: CogConfig, video_row0: int, dtype: torch.dtype | None = None):
+        """dtype: the call's compute dtype (default: the blocks' weight dtype)."""
+        self.module, self.cfg, self.video_row0, self.dtype = module, cfg, video_row0, dtype
         self.blocks = module.blocks
 
     @property
     def weight_dtype(self) -> torch.dtype:
-        return self.module.blocks[0].q.weight.dtype
+        return self.dtype or self.module.blocks[0].q.weight.dtype
 
     def check_target(self, x, context, clip_fea) -> int:
         if clip_fea is not None:
