@@ -5,6 +5,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from . import folders
 from .apply import VAPApplyExpert
+from .cog_nodes import VAPCogVideoXImageToVideo
 from .guider import VAPReferenceGuider
 from .loaders import VAPCheckpointLoader, VAPExpertLoader
 from .reference_nodes import VAPEncodeReference, VAPLoadReferenceVideo
@@ -16,7 +17,7 @@ class VAPExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
         return [VAPCheckpointLoader, VAPExpertLoader, VAPApplyExpert, VAPLoadReferenceVideo, VAPEncodeReference,
-                VAPReferenceGuider]
+                VAPReferenceGuider, VAPCogVideoXImageToVideo]
 
 
 async def comfy_entrypoint() -> VAPExtension:

@@ -9,6 +9,10 @@ plain Wan), combined as
 The reference term is folded into cond (cond + reference_cfg / cfg * (cond - cond_noref)) before
 ComfyUI's own cfg_function, so the model's sampler-cfg and post-cfg patches see the guided result.
 With reference_cfg 0, or outside its window, this is the stock CFGGuider, call for call.
+
+dynamic_cfg is the CogVideoX pipeline's `use_dynamic_cfg` (the paper's CogVideoX sampling): the scale of each step
+is 1 + cfg * (1 - cos(pi * ((N - t) / N) ** 5)) / 2, with t the step's timestep in the model's 0..999 units and N
+the run's number of steps, exactly as that pipeline computes it.
 """
 from __future__ import annotations
 
@@ -22,27 +26,46 @@ from .reference_cond import without_reference
 from .schedule import in_window, sigma_window
 
 
+def dynamic_scale(cfg: float, t: float, steps: int) -> float:
+    """The CogVideoX pipeline's dynamic guidance scale at timestep t of a run of `steps` steps."""
+    return 1 + cfg * (1 - math.cos(math.pi * ((steps - t) / steps) ** 5.0)) / 2
+
+
 class ReferenceGuider(comfy.samplers.CFGGuider):
-    def __init__(self, model_patcher, reference_cfg: float, start_percent: float, end_percent: float):
+    def __init__(self, model_patcher, reference_cfg: float, start_percent: float, end_percent: float,
+                 dynamic_cfg: bool = False):
         super().__init__(model_patcher)
         self.reference_cfg, self.start_percent, self.end_percent = reference_cfg, start_percent, end_percent
+        self.dynamic_cfg = dynamic_cfg
         self._window = None  # where reference guidance is active: set per sampling run
+        self._steps = None  # the run's number of steps, for dynamic_cfg
 
     def set_conds(self, positive, negative):
         self.inner_set_conds({"positive": positive, "negative": negative,
                               "positive_noref": without_reference(positive)})
 
-    def inner_sample(self, *args, **kwargs):
+    def inner_sample(self, noise, latent_image, device, sampler, sigmas, *args, **kwargs):
         self._window = None if self.reference_cfg == 0 else sigma_window(self.model_patcher, self.start_percent,
                                                                          self.end_percent)
-        return super().inner_sample(*args, **kwargs)
+        self._steps = len(sigmas) - 1
+        return super().inner_sample(noise, latent_image, device, sampler, sigmas, *args, **kwargs)
+
+    def scale_at(self, sigma) -> float:
+        """The guidance scale of the step at `sigma`."""
+        if not self.dynamic_cfg:
+            return self.cfg
+        t = float(self.model_patcher.get_model_object("model_sampling").timestep(sigma.flatten()[:1])[0])
+        return dynamic_scale(self.cfg, t, self._steps)
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
+        cfg = self.scale_at(timestep)
         if not in_window(self._window, float(timestep.flatten()[0])):
-            return super().predict_noise(x, timestep, model_options, seed)
+            return comfy.samplers.sampling_function(self.inner_model, x, timestep, self.conds.get("negative"),
+                                                    self.conds.get("positive"), cfg, model_options=model_options,
+                                                    seed=seed)
         cond, noref = self.conds.get("positive"), self.conds.get("positive_noref")
         uncond = self.conds.get("negative")
-        if math.isclose(self.cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False):
+        if math.isclose(cfg, 1.0) and not model_options.get("disable_cfg1_optimization", False):
             uncond = None  # as ComfyUI's sampling_function: cfg 1 needs no uncond pass
         conds = [cond, uncond, noref]
         if "sampler_calc_cond_batch_function" in model_options:
@@ -52,14 +75,14 @@ class ReferenceGuider(comfy.samplers.CFGGuider):
             out = comfy.samplers.calc_cond_batch(self.inner_model, conds, x, timestep, model_options)
         cond_pred, uncond_pred, noref_pred = out
         for fn in model_options.get("sampler_pre_cfg_function", []):
-            cond_pred, uncond_pred = fn({"conds": conds[:2], "conds_out": [cond_pred, uncond_pred], "cond_scale": self.cfg,
+            cond_pred, uncond_pred = fn({"conds": conds[:2], "conds_out": [cond_pred, uncond_pred], "cond_scale": cfg,
                                          "timestep": timestep, "input": x, "sigma": timestep, "model": self.inner_model,
                                          "model_options": model_options})
-        if self.cfg == 0:  # nothing to fold the reference term into
+        if cfg == 0:  # nothing to fold the reference term into
             return comfy.samplers.cfg_function(self.inner_model, cond_pred, uncond_pred, 0.0, x, timestep, model_options,
                                                cond, uncond) + self.reference_cfg * (cond_pred - noref_pred)
-        guided = cond_pred + (self.reference_cfg / self.cfg) * (cond_pred - noref_pred)
-        return comfy.samplers.cfg_function(self.inner_model, guided, uncond_pred, self.cfg, x, timestep, model_options,
+        guided = cond_pred + (self.reference_cfg / cfg) * (cond_pred - noref_pred)
+        return comfy.samplers.cfg_function(self.inner_model, guided, uncond_pred, cfg, x, timestep, model_options,
                                            cond, uncond)
 
 
@@ -87,13 +110,18 @@ class VAPReferenceGuider(io.ComfyNode):
                                tooltip="reference guidance runs from this point of the schedule..."),
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="...to this one (outside it: plain CFG, no extra call)"),
+                io.Boolean.Input("dynamic_cfg", default=False, optional=True,
+                                 tooltip="CogVideoX's dynamic guidance (the paper's CogVideoX sampling: on, with cfg 6 "
+                                         "and 50 steps): each step's scale is 1 + cfg * (1 - cos(pi * ((N - t) / N)^5)) "
+                                         "/ 2, t its timestep (0..999), N the steps. Off for Wan."),
             ],
             outputs=[io.Guider.Output(tooltip="for SamplerCustomAdvanced")],
         )
 
     @classmethod
-    def execute(cls, model, positive, negative, cfg, reference_cfg, start_percent, end_percent) -> io.NodeOutput:
-        guider = ReferenceGuider(model, reference_cfg, start_percent, end_percent)
+    def execute(cls, model, positive, negative, cfg, reference_cfg, start_percent, end_percent,
+                dynamic_cfg=False) -> io.NodeOutput:
+        guider = ReferenceGuider(model, reference_cfg, start_percent, end_percent, dynamic_cfg)
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)
         return io.NodeOutput(guider)

@@ -14,7 +14,7 @@ from comfy_api.latest import io
 
 from ..vap_core.errors import InputError
 from ..vap_core.expert_pass import VAE_STRIDE
-from ..vap_core.frames import FITS, MODES, check_reference_size, fit_frames
+from ..vap_core.frames import FITS, MODES, check_reference_size, fit_frames, select_frames
 from .reference_cond import EncodedReference, add_reference
 from ..vap_core.suffixes import VIDEO_SUFFIXES
 from ..vap_core.video import read_frames
@@ -110,13 +110,15 @@ class VAPEncodeReference(io.ComfyNode):
             inputs=[
                 io.Conditioning.Input("positive", tooltip="WanImageToVideo's positive (it also gives the video size)"),
                 io.Conditioning.Input("negative", tooltip="WanImageToVideo's negative"),
-                io.Vae.Input("vae", tooltip="the Wan 2.1 VAE (wan_2.1_vae.safetensors)"),
-                io.ClipVision.Input("clip_vision", tooltip="CLIP vision H, for the reference's first frame"),
+                io.Vae.Input("vae", tooltip="the Wan 2.1 VAE (wan_2.1_vae.safetensors), or CogVideoX's"),
                 io.Image.Input("reference", tooltip="reference video frames (from Load VAP Reference Video or any "
-                                                    "video node)"),
+                                                    "video node); for CogVideoX picked evenly to the video's length"),
                 io.Conditioning.Input("reference_positive", tooltip="the reference video's caption: a full "
                                                                     "description of what it shows"),
                 io.Conditioning.Input("reference_negative", tooltip="negative prompt for the reference caption"),
+                io.ClipVision.Input("clip_vision", optional=True,
+                                    tooltip="Wan 2.1: CLIP vision H, for the reference's first frame (CogVideoX has "
+                                            "no CLIP input: leave it unconnected)"),
                 io.Combo.Input("fit", options=list(FITS), default="stretch", optional=True,
                                tooltip="how the reference is brought to the video's size. stretch: to exactly that "
                                        "size (the paper's pipeline does this, so it is the default); crop: its centre "
@@ -129,17 +131,28 @@ class VAPEncodeReference(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, positive, negative, vae, clip_vision, reference, reference_positive, reference_negative,
+    def execute(cls, positive, negative, vae, reference, reference_positive, reference_negative, clip_vision=None,
                 fit="stretch") -> io.NodeOutput:
         check_choice("fit", fit, FITS)
         if getattr(vae, "latent_channels", None) != 16 or getattr(vae, "latent_dim", None) != 3:
-            raise InputError("the VAE is not Wan 2.1's (16 latent channels, video): load wan_2.1_vae.safetensors.")
+            raise InputError("the VAE is not a video VAE of Wan 2.1 or CogVideoX (16 latent channels): load "
+                             "wan_2.1_vae.safetensors, or CogVideoX's VAE for the CogVideoX expert.")
         if reference.ndim != 4 or reference.shape[0] < 1:
             raise InputError(f"the reference must be video frames (IMAGE batch), got shape {tuple(reference.shape)}.")
         width, height = video_size(positive)
         check_reference_size(reference.shape[2], reference.shape[1], width, height)
-        ref_x = encode_reference_input(vae, fit_frames(reference[..., :3], width, height, fit))
-        clip_tokens = clip_vision.encode_image(reference[:1, :, :, :3], crop=True).penultimate_hidden_states
+        if is_cogvideox_vae(vae):
+            # the paper's CogVideoX pipeline: the reference as long as the video, picked evenly; no CLIP input
+            frames = 4 * (positive[0][1]["concat_latent_image"].shape[2] - 1) + 1
+            reference = reference[torch.tensor(select_frames(reference.shape[0], frames, "evenly"))]
+            ref_x = encode_cog_reference_input(vae, fit_frames(reference[..., :3], width, height, fit))
+            clip_tokens = None
+        else:
+            if clip_vision is None:
+                raise InputError("Wan 2.1 needs CLIP vision H for the reference's first frame: connect Load CLIP Vision "
+                                 "(clip_vision_h.safetensors) to VAP Encode Reference's clip_vision.")
+            ref_x = encode_reference_input(vae, fit_frames(reference[..., :3], width, height, fit))
+            clip_tokens = clip_vision.encode_image(reference[:1, :, :, :3], crop=True).penultimate_hidden_states
         positive = with_reference(positive, ref_x, _caption(reference_positive, "reference_positive"), clip_tokens)
         negative = with_reference(negative, ref_x, _caption(reference_negative, "reference_negative"), clip_tokens)
         return io.NodeOutput(positive, negative)
@@ -165,6 +178,21 @@ def encode_reference_input(vae, frames: torch.Tensor) -> torch.Tensor:
     mask = torch.zeros_like(latent[:, :4])
     mask[:, :, 0] = 1.0
     return torch.cat([latent, mask, condition], dim=1)
+
+
+def is_cogvideox_vae(vae) -> bool:
+    return type(getattr(vae, "first_stage_model", None)).__name__ == "AutoencoderKLCogVideoX"
+
+
+def encode_cog_reference_input(vae, frames: torch.Tensor) -> torch.Tensor:
+    """The reference's 32-channel input from its frames at the video's size, laid out like the target's of CogVideoX
+    I2V: its latent, then its first frame's latent in latent frame 0 and zeros after it (both scaled as the model
+    sees them)."""
+    latent_format = comfy.latent_formats.CogVideoX1_5()  # CogVideoX-5B's VAE scale (0.7)
+    latent = latent_format.process_in(vae.encode(frames)).float()
+    condition = torch.zeros_like(latent)
+    condition[:, :, :1] = latent_format.process_in(vae.encode(frames[:1])).float()
+    return torch.cat([latent, condition], dim=1)
 
 
 def _caption(conditioning, name: str) -> torch.Tensor:

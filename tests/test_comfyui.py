@@ -22,7 +22,7 @@ from tools import tiny_names as tiny
 from vap_batch.workflow import GUIDANCE_WORKFLOW, TWO_REFERENCES_WORKFLOW
 
 NODE_IDS = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference",
-            "VAPReferenceGuider")
+            "VAPReferenceGuider", "VAPCogVideoXImageToVideo")
 
 
 def with_latent_output(graph: dict) -> dict:
@@ -100,6 +100,30 @@ def test_the_cogvideox_case_inside_comfyui(public_golden, comfy):
         assert max(result[name]) <= 1e-4, (name, result[name])
     assert max(result["window_empty"]) <= 1e-4  # the paper's plain CogVideoX, not ComfyUI's own forward
     assert result["expert_effect"] > 100 * 1e-4
+
+
+def test_the_cogvideox_nodes_build_the_papers_inputs_and_sample(comfy, tmp_path):
+    """VAPCogVideoXImageToVideo and VAPEncodeReference on a CogVideoX VAE (random, real size): the start image's
+    latent in frame 0 and zeros after; the reference picked evenly to the video's length, its latent and its first
+    frame's, scaled as the model sees them, no CLIP; then one KSampler step with the expert."""
+    if harness.comfy_version(comfy[0]) < (0, 33):
+        pytest.skip("ComfyUI before 0.33 has no CogVideoX")
+    root, python, base = comfy
+    proc = harness.run_module(python, "tests.comfyui.cog_nodes_in_comfy", root,
+                              harness.sharing_base(base, tmp_path / "base", "custom_nodes"),
+                              capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(result)
+    assert result["target"] == {"latent": [1, 16, 3, 8, 8], "concat": [1, 16, 3, 8, 8], "frame0_err": 0.0,
+                                "after_frame0_zero": True}
+    assert result["reference"] == {"x": [1, 32, 3, 8, 8], "clip_fea": True, "latent_err": 0.0, "frame0_err": 0.0,
+                                   "after_frame0_zero": True}
+    assert result["sampled"] == {"shape": [1, 16, 3, 8, 8], "finite": True}
+    # VAPReferenceGuider's dynamic_cfg: each step's scale is the CogVideoX pipeline's formula
+    steps = result["dynamic_cfg"]
+    assert len(steps) == 4 and all(s["error"] <= 1e-4 for s in steps), steps
+    assert len({round(s["scale"], 6) for s in steps}) > 1  # it really varies over the steps
 
 
 def test_the_in_comfy_check_takes_case_files_and_fails_above_the_tolerance(comfy, tmp_path):
