@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from tools import comfy_server as harness
+from devkit import comfy_server as harness
 
 from . import core, peer
 

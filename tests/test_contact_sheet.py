@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import SCREENSHOTS, browser_missing
-from tools import comfy_server as harness
-from tools.clips import write_clip
+from devkit import comfy_server as harness
+from devkit.browser import browser_missing
+from devkit.clips import write_clip
+from tests.helpers import SCREENSHOTS
 from vap_batch.__main__ import main
 from vap_batch.contact_sheet import ContactSheet, write_contact_sheet
 from vap_batch.jobs import Job, read_jobs

@@ -8,16 +8,19 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tools.checkpoints import write_released
-from vap_core import (CheckpointMismatchError, CorruptCheckpointError, IncompatibleExpertError, InputError,
-                      MissingShardError, NotACheckpointError, VAPTransformer, load_expert)
-from vap_core.export import export_expert
+from devkit.checkpoints import write_released
+from vap_core import (
+    CheckpointMismatchError,
+    CorruptCheckpointError,
+    IncompatibleExpertError,
+    InputError,
+    MissingShardError,
+    NotACheckpointError,
+    VAPTransformer,
+    load_expert,
+)
 from vap_core.expert import VAPExpert
-
-
-@pytest.fixture(scope="module")
-def model(released_small):
-    return VAPTransformer.from_checkpoint(released_small)
+from vap_core.export import export_expert
 
 
 def plain_wan(case):
@@ -141,6 +144,7 @@ def test_missing_shard(case_small, tmp_path):
                                    "escape.safetensors", "shard.bin"])
 def test_shards_outside_the_index_folder_are_refused_before_any_file_is_opened(case_small, tmp_path, shard, monkeypatch):
     import json
+
     from vap_core import checkpoint
     folder = write_released(tmp_path / "ckpt", case_small.group("official"), case_small.config, shards=2)
     (tmp_path / "outside.safetensors").write_bytes(b"")

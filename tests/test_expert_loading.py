@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tools.checkpoints import Case, write_released
+from devkit.checkpoints import Case, write_released
 from vap_core.errors import NotACheckpointError
 from vap_core.expert import load_expert
 from vap_core.export import export_expert

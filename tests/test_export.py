@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tools.checkpoints import write_random_released, write_released
+from devkit.checkpoints import released_config, write_random_released, write_released
 from vap_core import VAPTransformer, load_expert
 from vap_core.export import export_expert
 from vap_core.fingerprint import fingerprint_matches
@@ -161,10 +161,8 @@ def peak_rss_kb(body: str) -> int:
 def test_export_memory_stays_below_twice_the_expert(tmp_path):
     """On a checkpoint whose backbone is several times the expert, the export's peak RSS stays
     below the bare interpreter's plus twice the expert's bf16 size."""
-    config = {"num_attention_heads": 8, "attention_head_dim": 128, "in_channels": 36, "out_channels": 16,
-              "text_dim": 256, "image_dim": 256, "freq_dim": 256, "ffn_dim": 4096, "num_layers": 16,
-              "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "patch_size": [1, 2, 2],
-              "added_kv_proj_dim": 1024, "block_idx_with_mot_ref": [0, 8]}
+    config = released_config(heads=8, ffn_dim=4096, num_layers=16, expert_layers=[0, 8], text_dim=256, image_dim=256,
+                             added_kv_proj_dim=1024)
     sizes = write_random_released(tmp_path / "big", config, shards=3)
     assert sizes["backbone_bytes"] > 5 * sizes["expert_bytes"]
     out = tmp_path / "expert.safetensors"

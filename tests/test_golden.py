@@ -1,11 +1,11 @@
 """vap_core against the golden outputs of the paper's own implementation."""
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from tools.checkpoints import CASES, Case, write_released
+from devkit.checkpoints import CASES, Case, write_released
 from vap_core import VAPTransformer
 from vap_core.export import export_expert
-from safetensors.torch import save_file
 
 TOL = 1e-4  # float32, max abs (the oracle's README)
 

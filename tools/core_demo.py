@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from tools.checkpoints import ORACLE, write_released
+from devkit.checkpoints import ORACLE, write_released
 from vap_core.export import export_expert
 from vap_core.model import VAPTransformer
 

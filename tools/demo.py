@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from tools import comfy_server
+from devkit import comfy_server
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
     COMFY_PYTHON -m tests.comfyui.golden_in_comfy COMFYUI_ROOT BASE_DIR      (from the pack folder)
 
-BASE_DIR holds the tiny models (tools/tiny_models.py) and custom_nodes/ with the pack. Loads case_comfy's
+BASE_DIR holds the tiny models (devkit/tiny_models.py) and custom_nodes/ with the pack. Loads case_comfy's
 backbone with the stock UNETLoader and its released checkpoint with VAPExpertLoader, builds the
 conditioning the pack's nodes build from the case's tensors, and evaluates the model once under
 CFG (cond and uncond rows, batched and one at a time). Prints one JSON line of max abs errors."""
@@ -13,9 +13,9 @@ import sys
 
 import torch
 
-from tools.checkpoints import Case
-from tools.comfy_process import i2v_conditioning, node_classes, start
-from tools.tiny_names import EXPERT, UNET
+from devkit.checkpoints import Case
+from devkit.comfy_process import i2v_conditioning, node_classes, start
+from devkit.tiny_names import EXPERT, UNET
 from vap_core import VAPTransformer
 from vap_core.expert_pass import PLACEMENTS
 from vap_core.joint_layer import missing_block_attributes

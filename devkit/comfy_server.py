@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools import tiny_names as tiny
+from devkit import tiny_names as tiny
 from vap_batch.workflow import DEFAULT_WORKFLOW
 
 HERE = Path(__file__).resolve().parent
@@ -20,7 +20,7 @@ ROOT = HERE.parent
 
 SETUP_HINT = ("Install this pack in your ComfyUI (ComfyUI/custom_nodes/), or set COMFYUI_PATH to a ComfyUI folder "
               "(and COMFYUI_PYTHON to the Python that runs it). To give a ComfyUI source folder a CPU-only "
-              "environment: bash tests/comfyui/setup_env.sh PATH/TO/ComfyUI")
+              "environment: bash tools/setup_env.sh PATH/TO/ComfyUI")
 
 
 def find_comfyui() -> tuple[Path | None, str]:
@@ -61,7 +61,7 @@ def prepare_base(base: Path, python: str, comfy_root: Path):
             link.unlink()  # left by an earlier version of the pack (its files have moved)
         if not link.exists():
             link.symlink_to(target, target_is_directory=True)
-    run_module(python, "tools.tiny_models", base, comfy_root, check=True, capture_output=True, text=True)
+    run_module(python, "devkit.tiny_models", base, comfy_root, check=True, capture_output=True, text=True)
 
 
 def sharing_base(base: Path, folder: Path, *shared: str) -> Path:

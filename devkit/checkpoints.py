@@ -100,6 +100,16 @@ def random_like(shapes: dict, seed: int, dtype=torch.bfloat16) -> dict:
     return {name: random_tensor(name, shape, g).to(dtype) for name, shape in shapes.items()}
 
 
+def released_config(*, heads: int, ffn_dim: int, num_layers: int, expert_layers: list[int], text_dim: int = 4096,
+                     image_dim: int = 1280, added_kv_proj_dim: int = 1280) -> dict:
+    """A released checkpoint's transformer/config.json (diffusers' names) for random weights: Wan 2.1 I2V's
+    fixed fields, heads of width 128, and the expert beside `expert_layers`."""
+    return {"num_attention_heads": heads, "attention_head_dim": 128, "in_channels": 36, "out_channels": 16,
+            "text_dim": text_dim, "image_dim": image_dim, "freq_dim": 256, "ffn_dim": ffn_dim, "num_layers": num_layers,
+            "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "patch_size": [1, 2, 2],
+            "added_kv_proj_dim": added_kv_proj_dim, "block_idx_with_mot_ref": expert_layers}
+
+
 def write_random_released(folder: Path, config: dict, shards: int = 3, seed: int = 0) -> dict:
     """A random bf16 checkpoint in the released layout, written one tensor at a time.
     Returns {"expert_bytes": ..., "backbone_bytes": ...}."""

@@ -1,6 +1,6 @@
 """Tiny random models, in the real key layouts, under the file names the shipped workflow uses,
 plus a start image and reference videos. Runs with ComfyUI's Python (it reads ComfyUI's module
-shapes), from the pack folder:  python -m tools.tiny_models BASE_DIR COMFYUI_ROOT
+shapes), from the pack folder:  python -m devkit.tiny_models BASE_DIR COMFYUI_ROOT
 (BASE_DIR is a ComfyUI --base-directory)."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from tools.checkpoints import Case, random_like, write_random_expert, write_released
-from tools.clips import write_clip
-from tools.tiny_names import *  # noqa: F403  (the file names it writes)
+from devkit.checkpoints import Case, random_like, write_random_expert, write_released
+from devkit.clips import write_clip
+from devkit.tiny_names import *  # noqa: F403  (the file names it writes)
 from vap_core.checkpoint import module_shapes
 from vap_core.config import WanConfig
 
