@@ -31,7 +31,8 @@ from devkit.clips import write_clip
 from vap_batch.__main__ import main
 from vap_batch.client import ComfyClient, ServerError
 from vap_batch.jobs import read_jobs
-from vap_batch.runner import Progress, run_jobs
+from vap_batch.report import Progress
+from vap_batch.runner import run_jobs
 
 HEADER = "name,reference,target,reference_caption,target_caption,seed"
 TOKEN = f"token-{uuid.uuid4().hex}"  # random, so that finding it anywhere means it leaked

@@ -9,16 +9,8 @@ import torch
 from safetensors.torch import save_file
 
 from devkit.checkpoints import write_released
-from vap_core import (
-    CheckpointMismatchError,
-    CorruptCheckpointError,
-    IncompatibleExpertError,
-    InputError,
-    MissingShardError,
-    NotACheckpointError,
-    VAPTransformer,
-    load_expert,
-)
+from vap_core import (CheckpointMismatchError, CorruptCheckpointError, IncompatibleExpertError, InputError,
+                      MissingShardError, NotACheckpointError, VAPTransformer, load_expert)
 from vap_core.expert import VAPExpert
 from vap_core.export import export_expert
 

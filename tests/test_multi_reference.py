@@ -8,12 +8,7 @@ from vap_core.embedding import embed_stream
 from vap_core.errors import InputError
 from vap_core.expert_pass import ExpertPass, reference_starts
 from vap_core.host import TORCH_HOST, sdpa_attention
-from vap_core.joint_layer import (
-    BLOCK_ATTRIBUTES,
-    Stream,
-    i2v_cross_attention,
-    missing_block_attributes,
-)
+from vap_core.joint_layer import BLOCK_ATTRIBUTES, Stream, i2v_cross_attention, missing_block_attributes
 
 TOL = 1e-4
 

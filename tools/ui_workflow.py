@@ -14,11 +14,7 @@ from pathlib import Path
 
 from devkit import comfy_server
 from devkit.browser import BROWSER_TOOLS, browser_missing
-from vap_batch.workflow import (
-    DEFAULT_WORKFLOW,
-    GUIDANCE_WORKFLOW,
-    TWO_REFERENCES_WORKFLOW,
-)
+from vap_batch.workflow import DEFAULT_WORKFLOW, GUIDANCE_WORKFLOW, TWO_REFERENCES_WORKFLOW
 
 # UI workflow (its name is the template browser's title) -> the API workflow it is built from
 UI_WORKFLOWS = {
