@@ -1,4 +1,4 @@
-"""The golden cases (tests/fixtures/oracle, computed by the paper's own code) and checkpoints in the
+"""The golden cases (tests/fixtures/oracle, computed by the oracle: the paper's code) and checkpoints in the
 real layouts written from them or with random weights, for the tests, the demos and the benchmarks."""
 from __future__ import annotations
 
@@ -30,6 +30,10 @@ class Case:
             self.meta = f.metadata()
             self.tensors = {k: f.get_tensor(k) for k in f.keys()}
         self.config = json.loads(self.meta["config"])
+
+    def released_weights(self) -> dict:
+        """The oracle's whole VAP transformer in the released checkpoint's layout (the fixture's `official.*`)."""
+        return self.group("official")
 
     def group(self, prefix):
         return {k[len(prefix) + 1:]: v for k, v in self.tensors.items() if k.startswith(prefix + ".")}
@@ -68,7 +72,7 @@ def _write_shards(tdir: Path, names: list, shards: int, write):
 
 def released_names(config: dict) -> list[str]:
     """Every tensor name of a released checkpoint with this config (names taken from case_small)."""
-    template = Case("case_small").group("official")
+    template = Case("case_small").released_weights()
     layers = config["block_idx_with_mot_ref"]
     names = set()
     for name in template:

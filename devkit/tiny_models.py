@@ -98,7 +98,7 @@ def write_all(base: Path):
     save_file({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.randn(4, dim, generator=g) * 0.5,
                "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.randn(dim, 4, generator=g) * 0.5},
               str(models / "loras" / LORA))
-    write_released(models / "vap" / RELEASED, case.group("official"), case.config, shards=2)
+    write_released(models / "vap" / RELEASED, case.released_weights(), case.config, shards=2)
     cfg, gen = WanConfig.from_diffusers(case.config), torch.Generator().manual_seed(8)
     for name, change in ((OTHER_TEXT_WIDTH_EXPERT, {"text_dim": 512}), (OTHER_PATCH_EXPERT, {"patch_size": (1, 4, 4)})):
         write_random_expert(models / "vap" / name, dataclasses.replace(cfg, **change), case.config["block_idx_with_mot_ref"], gen)

@@ -36,7 +36,7 @@ def case_comfy():
 @pytest.fixture(scope="session")
 def released_small(case_small, tmp_path_factory):
     """case_small's model as a released checkpoint folder (single file)."""
-    return write_released(tmp_path_factory.mktemp("released_small"), case_small.group("official"), case_small.config)
+    return write_released(tmp_path_factory.mktemp("released_small"), case_small.released_weights(), case_small.config)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""One model evaluation through ComfyUI's sampler machinery against the paper's output.
+"""One model evaluation through ComfyUI's sampler machinery against the oracle's output.
 
     COMFY_PYTHON -m tests.comfyui.golden_in_comfy COMFYUI_ROOT BASE_DIR      (from the pack folder)
 
