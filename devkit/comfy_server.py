@@ -223,6 +223,43 @@ class Server:
             raise AssertionError(f"ComfyUI refused the prompt ({status}): {json.dumps(answer)[:2000]}")
         return self.wait(answer["prompt_id"], timeout)
 
+    def interrupt_during(self, graph: dict, node: str, at: int = 1, timeout: float = 600) -> dict:
+        """Queue `graph`, POST /interrupt once node `node` reports progress `at` (a sampler's step, a reader's
+        frame), and wait for the run to stop: {"seconds": from the interrupt to the server's
+        execution_interrupted message, "step_seconds": between the node's last two progress reports before
+        the interrupt (None for at=1), "node": the node it stopped in, "outputs": the prompt's history's}.
+        Raises if the run ends otherwise."""
+        return self._call(self._interrupt_during(graph, node, at, timeout))
+
+    async def _interrupt_during(self, graph: dict, node: str, at: int, timeout: float) -> dict:
+        messages = await self.client.websocket()  # open before queueing, so that no message is missed
+        try:
+            prompt_id = await self.client.queue(graph)
+            reports, sent = [], None
+            while True:
+                message = await messages.receive(timeout)
+                kind, data = message.get("type"), message.get("data", {})
+                if data.get("prompt_id") != prompt_id:
+                    continue
+                if kind == "progress" and data.get("node") == node and sent is None:
+                    reports.append(time.monotonic())
+                    if data.get("value", 0) >= at:
+                        sent = time.monotonic()
+                        await self.client.post_json("/interrupt", {})
+                elif kind == "execution_interrupted":
+                    if sent is None:
+                        raise RuntimeError(f"prompt {prompt_id} was interrupted before node {node} reported {at}")
+                    seconds = time.monotonic() - sent
+                    break
+                elif kind in ("execution_success", "execution_error"):
+                    when = f"before node {node} reported {at}" if sent is None else "after the interrupt"
+                    raise RuntimeError(f"prompt {prompt_id} ended with {kind} {when}: {json.dumps(data)[:1000]}")
+        finally:
+            await messages.close()
+        history = await self.client.history(prompt_id) or {}
+        return {"seconds": seconds, "step_seconds": reports[-1] - reports[-2] if len(reports) > 1 else None,
+                "node": data.get("node_id"), "outputs": history.get("outputs", {})}
+
     def stop(self):
         if self.proc.poll() is None:
             self.proc.terminate()
