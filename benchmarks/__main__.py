@@ -17,14 +17,14 @@ from pathlib import Path
 
 import torch
 
-from tools import comfy_server as harness
+from devkit import comfy_server as harness
 
-from . import cog, core, peer
+from . import cancel, cog, core, peer
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SECTIONS = ("core", "cog", "peer", "comfy", "loading", "video", "gpu", "comfy_gpu")
-IN_COMFY = ("comfy", "loading", "comfy_gpu")  # the sections that run a ComfyUI
+SECTIONS = ("core", "cog", "peer", "comfy", "loading", "video", "gpu", "comfy_gpu", "cancel")
+IN_COMFY = ("comfy", "loading", "comfy_gpu", "cancel")  # the sections that run a ComfyUI
 TARGET = 1.1  # measured ratio may exceed the FLOP model's by at most 10%
 
 
@@ -207,6 +207,22 @@ def section_comfy_gpu(args, base):
         print(f"| {r['weights']} / {r['expert']} | {r['vram_limit_gb'] or 'none'} | {r['plain_step_s']:.2f} | "
               f"{r['vap_step_s']:.2f} | {r['ratio']:.3f} | {r['flop_ratio']:.3f} | {r['plain_tflops']:.1f} | "
               f"{r['vap_tflops']:.1f} | {peak} | {loaded} |")
+
+
+def section_cancel(args, base):
+    print("\n## 8. Cancel over HTTP: POST /interrupt to the server's execution_interrupted message, tiny models, CPU\n")
+    if not (found := _comfy_or_skip()):
+        return
+    root, python = found
+    rows = cancel.run(root, python, base, max(1, args.repeats))
+    print(f"reading: a {cancel.CLIP_SECONDS} s 1080p30 clip (x264 ultrafast), interrupted at its first kept frame; "
+          "sampling: the tiny model with the expert, interrupted at its second step\n")
+    print("| while | runs | seconds to stop (median) | max | one sampling step s | stopped in node |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        step = "n/a" if r["step_s"] is None else f"{r['step_s']:.3f}"
+        print(f"| {r['phase']} | {r['runs']} | {r['median_s']:.3f} | {r['max_s']:.3f} | {step} | "
+              f"{', '.join(map(str, r['stopped_in']))} (expected {r['expected']}) |")
 
 
 def main(argv=None) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from tools.checkpoints import random_like
+from devkit.checkpoints import random_like
 from vap_core import VAPTransformer
 from vap_core.cog_config import CogConfig
 from vap_core.cog_modules import CogExpert, CogVideoXI2V

@@ -21,8 +21,8 @@ import torch
 
 from benchmarks.comfy_step import conditioning
 from benchmarks.flops import call_flops
-from tools.checkpoints import write_random_wan_and_expert
-from tools.comfy_process import node_classes, start
+from devkit.checkpoints import write_random_wan_and_expert
+from devkit.comfy_process import node_classes, start
 from vap_core.config import WanConfig
 
 # name -> (backbone config, expert layers, latent frames/height/width)

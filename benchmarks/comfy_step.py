@@ -16,16 +16,13 @@ import torch
 
 from benchmarks.core import alternate
 from benchmarks.flops import call_flops
-from tools.checkpoints import write_random_released_and_wan
-from tools.comfy_process import i2v_conditioning, node_classes, start
+from devkit.checkpoints import released_config, write_random_released_and_wan
+from devkit.comfy_process import i2v_conditioning, node_classes, start
 from vap_core.config import WanConfig
 
 # ComfyUI's modules are imported where used: only after start() has configured ComfyUI (CPU, base folder)
 
-CONFIG = {"num_attention_heads": 4, "attention_head_dim": 128, "in_channels": 36, "out_channels": 16,
-          "text_dim": 4096, "image_dim": 1280, "freq_dim": 256, "ffn_dim": 2048, "num_layers": 8,
-          "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "patch_size": [1, 2, 2],
-          "added_kv_proj_dim": 1280, "block_idx_with_mot_ref": [0, 4]}
+CONFIG = released_config(heads=4, ffn_dim=2048, num_layers=8, expert_layers=[0, 4])
 GRID = (3, 32, 32)  # latent frames, height, width: 9 frames at 256x256
 NAME = "vap_step_bench"
 

@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from tools.checkpoints import random_like
+from devkit.checkpoints import random_like
 from vap_core import VAPExpert, VAPTransformer, WanConfig, WanI2V
 from vap_core.loading import module_shapes
 
@@ -21,7 +21,7 @@ SIZES = [
 
 
 def random_model(cfg: WanConfig, layers, seed: int = 0, device=None, dtype=torch.float32) -> VAPTransformer:
-    """Random weights (tools.checkpoints' rule), float32 on the CPU by default."""
+    """Random weights (devkit.checkpoints' rule), float32 on the CPU by default."""
     model = VAPTransformer(WanI2V(cfg, device="meta"), VAPExpert(cfg, layers, device="meta"))
     weights = {name: t.to(device) for name, t in random_like(module_shapes(model), seed, dtype).items()}
     model.load_state_dict(weights, assign=True)

@@ -22,7 +22,7 @@ Import shims (applied only while diffsynth is being imported, and only where nee
     sys.modules again, so other code in the process sees the environment as it was.
   * torchvision from PyPI is a CUDA build whose compiled ops cannot load with a CPU torch; importing it
     then fails on its operator registrations. Where that happens, its operator schemas are declared
-    (no kernels) by tests/comfyui/torchvision_cpu_shim.py and the import retried.
+    (no kernels) by tools/torchvision_cpu_shim.py and the import retried.
 """
 from __future__ import annotations
 
@@ -105,9 +105,9 @@ def _purge(top):
 
 
 def _declare_torchvision_schemas():
-    """Declare torchvision's op schemas with the test environments' shim (tests/comfyui)."""
+    """Declare torchvision's op schemas with setup_env.sh's shim (tools/torchvision_cpu_shim.py)."""
     global _torchvision_declared
-    import tests.comfyui.torchvision_cpu_shim  # noqa: F401  (declares them on import)
+    import tools.torchvision_cpu_shim  # noqa: F401  (declares them on import)
     _torchvision_declared = True
 
 

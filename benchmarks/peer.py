@@ -8,7 +8,7 @@ import sys
 
 import torch
 
-from tools.measure import peak_rss
+from devkit.measure import peak_rss
 from vap_core import WanConfig
 
 from . import diffsynth_peer

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+from devkit.clips import write_test_pattern
+
 # Two H.264 clips of FFmpeg's moving test pattern at 1080p30:
 CLIPS = {
     # as a phone records: High profile, a keyframe every second, no B-frames, 16 Mb/s, with sensor-like noise
@@ -24,19 +26,8 @@ CLIPS = {
 
 
 def write_clip(path: Path, seconds: int, kind: str):
-    import av
-    noise, options, bit_rate = CLIPS[kind]
-    with av.open(f"testsrc2=size=1920x1080:rate=30:duration={seconds}{noise}", format="lavfi") as source, \
-            av.open(str(path), "w") as out:
-        stream = out.add_stream("libx264", rate=30, options=options)
-        stream.width, stream.height, stream.pix_fmt = 1920, 1080, "yuv420p"
-        if bit_rate:
-            stream.bit_rate = bit_rate
-        for frame in source.decode(video=0):
-            frame = frame.reformat(format="yuv420p")
-            frame.pts, frame.pict_type = None, av.video.frame.PictureType.NONE  # lavfi's "I" would force keyframes
-            out.mux(stream.encode(frame))
-        out.mux(stream.encode())
+    filters, options, bit_rate = CLIPS[kind]
+    write_test_pattern(path, seconds, filters=filters, options=options, bit_rate=bit_rate)
 
 
 def read_before(path: Path, count: int):

@@ -1,10 +1,12 @@
+import json
 import os
 
 import pytest
 
-from tests.helpers import browser_missing
-from tools import comfy_server as harness
-from tools.checkpoints import Case, write_released
+from devkit import comfy_server as harness
+from devkit.browser import browser_missing
+from devkit.checkpoints import Case, write_released
+from vap_core import VAPTransformer
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -34,7 +36,13 @@ def case_comfy():
 @pytest.fixture(scope="session")
 def released_small(case_small, tmp_path_factory):
     """case_small's model as a released checkpoint folder (single file)."""
-    return write_released(tmp_path_factory.mktemp("released_small"), case_small.group("official"), case_small.config)
+    return write_released(tmp_path_factory.mktemp("released_small"), case_small.released_weights(), case_small.config)
+
+
+@pytest.fixture(scope="module")
+def model(released_small):
+    """released_small loaded as a VAPTransformer, one per test module."""
+    return VAPTransformer.from_checkpoint(released_small)
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +75,14 @@ def server(comfy):
     srv.stop()
 
 
+@pytest.fixture
+def media(comfy, tmp_path):
+    """The tiny media (harness.batch_media) and the tiny workflow (workflow.json) in a folder for job lists."""
+    folder = harness.batch_media(comfy[2], tmp_path / "media")
+    (folder / "workflow.json").write_text(json.dumps(harness.tiny_workflow(steps=2)))
+    return folder
+
+
 @pytest.fixture(scope="session", params=["pinned", "newest"])
 def frontend(request, comfy, tmp_path_factory):
     """A ComfyUI server with its own pinned frontend, or with the newest one (harness.NEWEST_FRONTEND), on a
@@ -80,7 +96,7 @@ def frontend(request, comfy, tmp_path_factory):
         front_end_root = harness.newest_frontend(root)
         if front_end_root is None:
             pytest.skip(f"comfyui-frontend-package {harness.NEWEST_FRONTEND} is not installed beside {root}/.venv: "
-                        "run tests/comfyui/setup_env.sh on it")
+                        "run tools/setup_env.sh on it")
     own = harness.sharing_base(base, tmp_path_factory.mktemp(f"frontend_{request.param}"), "models", "custom_nodes", "input")
     server = harness.Server(root, python, own, front_end_root=front_end_root)
     yield server

@@ -1,14 +1,13 @@
-"""Test helpers that only tests use (the golden cases and checkpoint writers are in tools.checkpoints)."""
+"""Helpers that only tests use (the harness they share with benchmarks and demos is in devkit/)."""
 from __future__ import annotations
 
-import shutil
 import struct
 from pathlib import Path
 
 import numpy as np
 
-from tools.clips import write_clip
-from tools.comfy_server import ROOT, TINY_SWAP, tiny_inputs
+from devkit.clips import write_clip
+from devkit.comfy_server import ROOT, TINY_SWAP, tiny_inputs
 
 SCREENSHOTS = ROOT / ".screenshots"  # kept after the run (git-ignored), for a look at what the tests saw
 
@@ -35,17 +34,6 @@ def edges(frame) -> tuple[str, str]:
     sides = {"left": frame[:, :2], "right": frame[:, -2:], "top": frame[:2], "bottom": frame[-2:]}
     means = {side: float(pixels.mean()) for side, pixels in sides.items()}
     return max(means, key=means.get), next(side for side, mean in means.items() if 0.35 < mean < 0.65)
-
-
-def browser_missing() -> str | None:
-    """Why the browser tests cannot run here, or None (CI installs Chromium and runs `npm ci`)."""
-    if not Path("/usr/bin/chromium").exists():
-        return "no /usr/bin/chromium (Debian package chromium)"
-    if shutil.which("node") is None:
-        return "no node"
-    if not (ROOT / "tools" / "browser" / "node_modules" / "puppeteer-core").is_dir():
-        return "puppeteer-core not installed: run `npm ci` in tools/browser"
-    return None
 
 
 def screenshots_of(frontend) -> Path:

@@ -14,9 +14,10 @@ import pytest
 from vap_batch.__main__ import HeaderError, main, request_headers
 from vap_batch.client import ServerError
 from vap_batch.jobs import Job, JobError, read_jobs
-from vap_batch.runner import Progress, Result, check_workflow, finished_output, run_jobs
-from vap_batch.workflow import (FIELDS, GUIDANCE_WORKFLOW, TWO_REFERENCES_WORKFLOW, WorkflowError, fill, job_graph,
-                                load_workflow)
+from vap_batch.report import Progress, Result, finished_output
+from vap_batch.runner import run_jobs
+from vap_batch.workflow import (FIELDS, GUIDANCE_WORKFLOW, TWO_REFERENCES_WORKFLOW, WorkflowError, check_workflow, fill,
+                                job_graph, load_workflow)
 
 HEADER = "reference,target,reference_caption,target_caption"
 
@@ -205,7 +206,7 @@ class _Terminal(io.StringIO):
 
 
 def test_progress_draws_bars_on_a_terminal_and_writes_plain_lines_elsewhere():
-    job = Job(1, "horse", Path("r.mp4"), Path("t.png"), "x", "y")
+    job = Job(row=1, name="horse", reference=Path("r.mp4"), target=Path("t.png"), reference_caption="x", target_caption="y")
     streams = {"log": io.StringIO(), "terminal": _Terminal()}
     for stream in streams.values():
         progress = Progress(2, stream=stream)
@@ -223,7 +224,7 @@ def test_progress_draws_bars_on_a_terminal_and_writes_plain_lines_elsewhere():
 
 
 def test_with_several_servers_a_jobs_progress_names_its_server():
-    job, log = Job(1, "horse", Path("r.mp4"), Path("t.png"), "x", "y"), io.StringIO()
+    job, log = Job(row=1, name="horse", reference=Path("r.mp4"), target=Path("t.png"), reference_caption="x", target_caption="y"), io.StringIO()
     progress = Progress(1, stream=log)
     progress.start(job, "http://gpu1:8188")
     progress.done(Result(1, "horse", "ok", 3.2, "out/horse.mp4", server="http://gpu1:8188"))

@@ -3,7 +3,7 @@ are not checked: benchmarks print, tests do not time)."""
 import subprocess
 import sys
 
-from tools import comfy_server as harness
+from devkit import comfy_server as harness
 
 
 def test_the_comfyui_gpu_section_runs_at_a_tiny_size_without_a_gpu(comfyui):

@@ -11,9 +11,9 @@ from pathlib import Path
 import av
 import pytest
 
+from devkit import comfy_server as harness
+from devkit import tiny_names as tiny
 from tests.helpers import screenshots_of, tiny_widgets
-from tools import comfy_server as harness
-from tools import tiny_names as tiny
 from tools import ui_workflow
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 
-from tools.checkpoints import ORACLE, Case, _write_shards, random_tensor, write_released
+from devkit.checkpoints import ORACLE, Case, _write_shards, random_tensor, write_released
 from vap_core import VAPTransformer
 from vap_core.cog_config import CogConfig
 from vap_core.cog_keys import convert_released_name
@@ -40,7 +40,7 @@ def inputs(case, with_reference=True):
 
 
 def released(case, folder, shards=1, **config):
-    return write_released(folder, case.group("official"), {**case.config, **CLASS_NAME, **config}, shards=shards)
+    return write_released(folder, case.released_weights(), {**case.config, **CLASS_NAME, **config}, shards=shards)
 
 
 @pytest.fixture(scope="module")
@@ -260,7 +260,7 @@ def test_export_and_load_the_expert(cog_small, tmp_path, dtype):
     assert meta["family"] == "cog"
     expert, loaded_meta = load_expert(out)
     assert isinstance(expert, CogExpert) and expert.layers == (0, 2) and loaded_meta["dtype"] == dtype
-    want = {convert_released_name(k)[1]: v for k, v in cog_small.group("official").items() if "_mot_ref" in k}
+    want = {convert_released_name(k)[1]: v for k, v in cog_small.released_weights().items() if "_mot_ref" in k}
     state = expert.state_dict()
     assert set(state) == set(want)
     with safe_open(str(out), "pt") as f:
@@ -308,7 +308,7 @@ def test_export_memory_stays_below_twice_the_expert(cog_small, tmp_path):
     from tests.test_export import peak_rss_kb
     config = {**cog_small.config, "num_attention_heads": 12, "num_layers": 12, "time_embed_dim": 256,
               "text_embed_dim": 256, "block_idx_with_mot_ref": [0]}
-    sizes = write_random_cog_released(tmp_path / "big", config, cog_small.group("official"))
+    sizes = write_random_cog_released(tmp_path / "big", config, cog_small.released_weights())
     assert sizes["backbone"] > 5 * sizes["expert"]
     out = tmp_path / "expert.safetensors"
     bare = peak_rss_kb("import vap_core.export")

@@ -1,5 +1,5 @@
 """Integration tests against a real ComfyUI with the real pack (skipped, with the reason, when no
-ComfyUI is found; see tools/comfy_server.py)."""
+ComfyUI is found; see devkit/comfy_server.py)."""
 from __future__ import annotations
 
 import json
@@ -15,10 +15,10 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from devkit import comfy_server as harness
+from devkit import tiny_names as tiny
+from devkit.checkpoints import Case
 from tests.helpers import edges, write_phone_clip
-from tools import comfy_server as harness
-from tools.checkpoints import Case
-from tools import tiny_names as tiny
 from vap_batch.workflow import GUIDANCE_WORKFLOW, TWO_REFERENCES_WORKFLOW
 
 NODE_IDS = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference",

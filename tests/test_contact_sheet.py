@@ -15,13 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.helpers import SCREENSHOTS, browser_missing
-from tools import comfy_server as harness
-from tools.clips import write_clip
+from devkit import comfy_server as harness
+from devkit.browser import browser_missing
+from devkit.clips import write_clip
+from tests.helpers import SCREENSHOTS
 from vap_batch.__main__ import main
 from vap_batch.contact_sheet import ContactSheet, write_contact_sheet
 from vap_batch.jobs import Job, read_jobs
-from vap_batch.runner import Result
+from vap_batch.report import Result
 from vap_batch.workflow import load_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,9 +46,12 @@ def test_sheet_escapes_text_links_media_relatively_and_shows_failed_rows_in_red(
     clip(media / "ref.mp4")
     (media / "horse.png").write_bytes(b"\x89PNG not really")
     clip(out / "good.mp4")
-    jobs = [Job(1, "good", media / "ref.mp4", media / "horse.png", XSS, 'a "horse" & <b>co</b>', {"seed": 7, "steps": 12}),
-            Job(2, "bad", media / "bad.mp4", media / "horse.png", "broken", "a horse", {}),
-            Job(3, "later", media / "ref.mp4", media / "horse.png", "not run yet", "x", {})]
+    jobs = [Job(row=1, name="good", reference=media / "ref.mp4", target=media / "horse.png", reference_caption=XSS,
+                target_caption='a "horse" & <b>co</b>', overrides={"seed": 7, "steps": 12}),
+            Job(row=2, name="bad", reference=media / "bad.mp4", target=media / "horse.png", reference_caption="broken",
+                target_caption="a horse"),
+            Job(row=3, name="later", reference=media / "ref.mp4", target=media / "horse.png",
+                reference_caption="not run yet", target_caption="x")]
     results = [Result(1, "good", "ok", 12.34, str(out / "good.mp4")),
                Result(2, "bad", "failed", 0.5, "", "VAPLoadReferenceVideo (14): <bad.mp4> cannot be read as a video")]
     html = write_contact_sheet(out, jobs, results, "http://127.0.0.1:8188", default_seed=42).read_text()

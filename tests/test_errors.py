@@ -8,21 +8,16 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tools.checkpoints import write_released
+from devkit.checkpoints import write_released
 from vap_core import (CheckpointMismatchError, CorruptCheckpointError, IncompatibleExpertError, InputError,
                       MissingShardError, NotACheckpointError, VAPTransformer, load_expert)
-from vap_core.export import export_expert
 from vap_core.expert import VAPExpert
-
-
-@pytest.fixture(scope="module")
-def model(released_small):
-    return VAPTransformer.from_checkpoint(released_small)
+from vap_core.export import export_expert
 
 
 def plain_wan(case):
     """The case's backbone alone, as a released-layout (diffusers) Wan 2.1 I2V checkpoint."""
-    tensors = {k: v for k, v in case.group("official").items() if "_mot_ref" not in k}
+    tensors = {k: v for k, v in case.released_weights().items() if "_mot_ref" not in k}
     config = {k: v for k, v in case.config.items() if k != "block_idx_with_mot_ref"}
     return tensors, config
 
@@ -40,7 +35,7 @@ def test_plain_wan_checkpoint_is_refused(case_small, tmp_path):
 def test_text_to_video_config_is_refused(case_small, tmp_path):
     config = dict(case_small.config, image_dim=None)
     with pytest.raises(NotACheckpointError, match="text-to-video"):
-        VAPTransformer.from_checkpoint(write_released(tmp_path, case_small.group("official"), config))
+        VAPTransformer.from_checkpoint(write_released(tmp_path, case_small.released_weights(), config))
 
 
 def test_file_without_config_is_refused(tmp_path):
@@ -95,13 +90,13 @@ def test_pickle_named_safetensors_is_recognised_and_never_loaded(case_small, tmp
 
 
 def test_unknown_tensor_in_checkpoint(case_small, tmp_path):
-    tensors = dict(case_small.group("official"), **{"blocks.0.attn1.extra.weight": torch.zeros(2)})
+    tensors = dict(case_small.released_weights(), **{"blocks.0.attn1.extra.weight": torch.zeros(2)})
     with pytest.raises(CheckpointMismatchError, match="blocks.0.attn1.extra.weight"):
         VAPTransformer.from_checkpoint(write_released(tmp_path, tensors, case_small.config))
 
 
 def test_missing_tensor_in_checkpoint(case_small, tmp_path):
-    tensors = {k: v for k, v in case_small.group("official").items() if k != "blocks.2.ffn_mot_ref.net.2.bias"}
+    tensors = {k: v for k, v in case_small.released_weights().items() if k != "blocks.2.ffn_mot_ref.net.2.bias"}
     with pytest.raises(CheckpointMismatchError, match=r"1 missing .*blocks\.2\.ffn\.2\.bias"):
         VAPTransformer.from_checkpoint(write_released(tmp_path, tensors, case_small.config))
     with pytest.raises(CheckpointMismatchError, match="missing"):
@@ -109,7 +104,7 @@ def test_missing_tensor_in_checkpoint(case_small, tmp_path):
 
 
 def test_wrongly_shaped_tensor(case_small, tmp_path):
-    tensors = dict(case_small.group("official"))
+    tensors = dict(case_small.released_weights())
     tensors["blocks.0.attn1_mot_ref.to_q.weight"] = torch.zeros(128, 64, dtype=torch.bfloat16)
     with pytest.raises(CheckpointMismatchError, match=r"blocks\.0\.self_attn\.q\.weight has shape \(128, 64\)"):
         VAPTransformer.from_checkpoint(write_released(tmp_path, tensors, case_small.config))
@@ -129,7 +124,7 @@ def test_expert_file_check(case_small, tmp_path):
 # --- missing, truncated and damaged files ------------------------------------------------------
 
 def test_missing_shard(case_small, tmp_path):
-    folder = write_released(tmp_path, case_small.group("official"), case_small.config, shards=3)
+    folder = write_released(tmp_path, case_small.released_weights(), case_small.config, shards=3)
     (folder / "transformer" / "diffusion_pytorch_model-00002-of-00003.safetensors").unlink()
     with pytest.raises(MissingShardError, match="00002-of-00003"):
         VAPTransformer.from_checkpoint(folder)
@@ -141,8 +136,9 @@ def test_missing_shard(case_small, tmp_path):
                                    "escape.safetensors", "shard.bin"])
 def test_shards_outside_the_index_folder_are_refused_before_any_file_is_opened(case_small, tmp_path, shard, monkeypatch):
     import json
+
     from vap_core import checkpoint
-    folder = write_released(tmp_path / "ckpt", case_small.group("official"), case_small.config, shards=2)
+    folder = write_released(tmp_path / "ckpt", case_small.released_weights(), case_small.config, shards=2)
     (tmp_path / "outside.safetensors").write_bytes(b"")
     index = folder / "transformer" / "diffusion_pytorch_model.safetensors.index.json"
     (folder / "transformer" / "escape.safetensors").symlink_to(tmp_path / "outside.safetensors")
@@ -164,7 +160,7 @@ def test_missing_path(tmp_path):
 
 
 def test_truncated_and_damaged_files(case_small, released_small, tmp_path):
-    folder = write_released(tmp_path / "t", case_small.group("official"), case_small.config)
+    folder = write_released(tmp_path / "t", case_small.released_weights(), case_small.config)
     weights = folder / "transformer" / "diffusion_pytorch_model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) // 2])
@@ -203,13 +199,13 @@ def test_header_that_claims_more_than_the_file_holds_is_refused_before_mapping(t
 ])
 def test_config_of_wrong_shape_names_the_file_and_the_field(case_small, tmp_path, config, message):
     config = dict(case_small.config, **config) if isinstance(config, dict) else config
-    folder = write_released(tmp_path, case_small.group("official"), config)
+    folder = write_released(tmp_path, case_small.released_weights(), config)
     with pytest.raises(CorruptCheckpointError, match=message):
         VAPTransformer.from_checkpoint(folder)
 
 
 def test_damaged_config(case_small, tmp_path):
-    folder = write_released(tmp_path, case_small.group("official"), case_small.config)
+    folder = write_released(tmp_path, case_small.released_weights(), case_small.config)
     (folder / "transformer" / "config.json").write_text("{not json")
     with pytest.raises(CorruptCheckpointError, match="not valid JSON"):
         VAPTransformer.from_checkpoint(folder)
@@ -229,7 +225,7 @@ def test_expert_of_other_width_or_heads(case_small, case_comfy, released_small, 
 def test_expert_layers_beyond_backbone(case_small, tmp_path):
     config = dict(case_small.config, block_idx_with_mot_ref=[0, 2, 9])
     tensors = {k.replace("blocks.5.", "blocks.9.") if "_mot_ref" in k else k: v
-               for k, v in case_small.group("official").items()}
+               for k, v in case_small.released_weights().items()}
     with pytest.raises(IncompatibleExpertError, match=r"expert layers \[9\] beyond the backbone's 6 layers"):
         VAPTransformer.from_checkpoint(write_released(tmp_path, tensors, config))
 
@@ -239,14 +235,14 @@ def test_expert_layers_beyond_backbone(case_small, tmp_path):
     ([0, 2], r"block_idx_with_mot_ref leaves out layer\(s\) \[5\] that the weights hold expert tensors for"),
 ])
 def test_a_config_whose_expert_layers_the_weights_do_not_hold_is_named_as_damaged(case_small, tmp_path, layers, message):
-    folder = write_released(tmp_path, case_small.group("official"), dict(case_small.config, block_idx_with_mot_ref=layers))
+    folder = write_released(tmp_path, case_small.released_weights(), dict(case_small.config, block_idx_with_mot_ref=layers))
     with pytest.raises(CorruptCheckpointError, match=rf"transformer/config.json does not match the weights beside it: "
                                                      rf"{message}\. The config.json is damaged or from another checkpoint"):
         VAPTransformer.from_checkpoint(folder)
 
 
 def test_an_index_that_is_not_json_says_what_to_do(case_small, tmp_path):
-    folder = write_released(tmp_path, case_small.group("official"), case_small.config, shards=2)
+    folder = write_released(tmp_path, case_small.released_weights(), case_small.config, shards=2)
     index = next((folder / "transformer").glob("*.index.json"))
     index.write_text("{not json")
     with pytest.raises(CorruptCheckpointError, match=r"is not a safetensors index .*: it is damaged or not the "

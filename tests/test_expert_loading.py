@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tools.checkpoints import Case, write_released
+from devkit.checkpoints import Case, write_released
 from vap_core.errors import NotACheckpointError
 from vap_core.expert import load_expert
 from vap_core.export import export_expert
@@ -15,7 +15,7 @@ from vap_core.released import read_released
 @pytest.fixture(scope="module")
 def comfy_released(tmp_path_factory):
     case = Case("case_comfy")
-    folder = write_released(tmp_path_factory.mktemp("released") / "vap", case.group("official"), case.config, shards=2)
+    folder = write_released(tmp_path_factory.mktemp("released") / "vap", case.released_weights(), case.config, shards=2)
     return case, folder
 
 
@@ -60,7 +60,7 @@ def test_every_source_opens_each_file_once(comfy_released, tmp_path, monkeypatch
     import vap_core.checkpoint as checkpoint
     _, folder = comfy_released
     export_expert(folder, tmp_path / "expert.safetensors", "bf16")
-    single = write_released(tmp_path / "single", Case("case_comfy").group("official"), Case("case_comfy").config)
+    single = write_released(tmp_path / "single", Case("case_comfy").released_weights(), Case("case_comfy").config)
     index = folder / "transformer" / "diffusion_pytorch_model.safetensors.index.json"
     opened = []
     original = checkpoint.open_safetensors

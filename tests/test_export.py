@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tools.checkpoints import write_random_released, write_released
+from devkit.checkpoints import released_config, write_random_released, write_released
 from vap_core import VAPTransformer, load_expert
 from vap_core.export import export_expert
 from vap_core.fingerprint import fingerprint_matches
@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def expert_tensors_of(case):
     """The case's expert tensors, renamed to the Wan layout the export writes."""
-    converted = {k: convert_released_name(k) for k in case.group("official")}
-    return {c[1]: v for k, v in case.group("official").items() if (c := converted[k]) and c[0] == "expert"}
+    converted = {k: convert_released_name(k) for k in case.released_weights()}
+    return {c[1]: v for k, v in case.released_weights().items() if (c := converted[k]) and c[0] == "expert"}
 
 
 def read_all(path):
@@ -30,7 +30,7 @@ def read_all(path):
 
 
 def test_bf16_round_trip_is_exact(case_reflen, tmp_path):
-    released = write_released(tmp_path / "r", case_reflen.group("official"), case_reflen.config, shards=2)
+    released = write_released(tmp_path / "r", case_reflen.released_weights(), case_reflen.config, shards=2)
     out = tmp_path / "expert.safetensors"
     export_expert(released, out, "bf16")
     meta, tensors = read_all(out)
@@ -45,7 +45,7 @@ def test_bf16_round_trip_is_exact(case_reflen, tmp_path):
 
 
 def test_fp8_stores_matrices_as_float8(case_comfy, tmp_path):
-    released = write_released(tmp_path / "r", case_comfy.group("official"), case_comfy.config)
+    released = write_released(tmp_path / "r", case_comfy.released_weights(), case_comfy.config)
     out = tmp_path / "expert_fp8.safetensors"
     export_expert(released, out, "fp8_e4m3fn")
     _, tensors = read_all(out)
@@ -137,7 +137,7 @@ def test_cli_refuses_an_exported_expert_as_source(released_small, tmp_path):
 
 
 def test_cli_reports_a_config_of_wrong_shape(case_small, tmp_path):
-    folder = write_released(tmp_path / "r", case_small.group("official"), [])
+    folder = write_released(tmp_path / "r", case_small.released_weights(), [])
     proc = run_cli(folder, tmp_path / "e.safetensors")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     assert f"{folder / 'transformer' / 'config.json'} holds a JSON list" in proc.stderr
@@ -161,10 +161,8 @@ def peak_rss_kb(body: str) -> int:
 def test_export_memory_stays_below_twice_the_expert(tmp_path):
     """On a checkpoint whose backbone is several times the expert, the export's peak RSS stays
     below the bare interpreter's plus twice the expert's bf16 size."""
-    config = {"num_attention_heads": 8, "attention_head_dim": 128, "in_channels": 36, "out_channels": 16,
-              "text_dim": 256, "image_dim": 256, "freq_dim": 256, "ffn_dim": 4096, "num_layers": 16,
-              "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "patch_size": [1, 2, 2],
-              "added_kv_proj_dim": 1024, "block_idx_with_mot_ref": [0, 8]}
+    config = released_config(heads=8, ffn_dim=4096, num_layers=16, expert_layers=[0, 8], text_dim=256, image_dim=256,
+                             added_kv_proj_dim=1024)
     sizes = write_random_released(tmp_path / "big", config, shards=3)
     assert sizes["backbone_bytes"] > 5 * sizes["expert_bytes"]
     out = tmp_path / "expert.safetensors"

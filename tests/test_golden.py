@@ -1,11 +1,11 @@
-"""vap_core against the golden outputs of the paper's own implementation."""
+"""vap_core against the golden outputs of the oracle (the paper's code)."""
 import pytest
 import torch
+from safetensors.torch import save_file
 
-from tools.checkpoints import CASES, Case, write_released
+from devkit.checkpoints import CASES, Case, write_released
 from vap_core import VAPTransformer
 from vap_core.export import export_expert
-from safetensors.torch import save_file
 
 TOL = 1e-4  # float32, max abs (the oracle's README)
 
@@ -19,7 +19,7 @@ def max_err(a, b):
 def test_released_checkpoint_matches_reference(name, shards, tmp_path):
     case = Case(name)
     model = VAPTransformer.from_checkpoint(
-        write_released(tmp_path, case.group("official"), case.config, shards=shards), dtype=torch.float32)
+        write_released(tmp_path, case.released_weights(), case.config, shards=shards), dtype=torch.float32)
     with torch.no_grad():
         vap = model(**case.inputs())
         plain = model(**case.inputs(with_reference=False))
@@ -60,7 +60,7 @@ BF16_RMS_OF_EFFECT = 0.5
 @pytest.mark.parametrize("name", CASES)
 def test_bf16_within_stated_tolerance(name, tmp_path):
     case = Case(name)
-    model = VAPTransformer.from_checkpoint(write_released(tmp_path, case.group("official"), case.config),
+    model = VAPTransformer.from_checkpoint(write_released(tmp_path, case.released_weights(), case.config),
                                            dtype=torch.bfloat16)
     with torch.no_grad():
         out = model(**case.inputs()).float()
@@ -76,7 +76,7 @@ def test_bf16_within_stated_tolerance(name, tmp_path):
 def test_comfy_backbone_file_plus_exported_expert(name, tmp_path):
     """The ComfyUI-layout Wan file paired with the pack's expert file gives the same model."""
     case = Case(name)
-    released = write_released(tmp_path / "released", case.group("official"), case.config)
+    released = write_released(tmp_path / "released", case.released_weights(), case.config)
     expert = tmp_path / "expert.safetensors"
     export_expert(released, expert, "fp32")
     wan = tmp_path / "wan.safetensors"

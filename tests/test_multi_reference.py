@@ -4,7 +4,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vap_core import VAPTransformer
 from vap_core.embedding import embed_stream
 from vap_core.errors import InputError
 from vap_core.expert_pass import ExpertPass, reference_starts
@@ -12,11 +11,6 @@ from vap_core.host import TORCH_HOST, sdpa_attention
 from vap_core.wan_layer import BLOCK_ATTRIBUTES, Stream, i2v_cross_attention, missing_block_attributes
 
 TOL = 1e-4
-
-
-@pytest.fixture(scope="module")
-def model(released_small):
-    return VAPTransformer.from_checkpoint(released_small)
 
 
 def second_reference(case, frames: int, seed: int):
@@ -152,8 +146,8 @@ def test_the_pass_refuses_layers_out_of_order(model, case_small):
 
 
 def test_block_attributes():
-    from vap_core.layers import WanBlock
     from vap_core.config import WanConfig
+    from vap_core.layers import WanBlock
     block = WanBlock(WanConfig(dim=12, num_heads=2, ffn_dim=8, num_layers=1), device="meta")
     assert missing_block_attributes(block) == []
     del block.norm3, block.cross_attn.k_img

@@ -6,15 +6,15 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import tomllib
 import warnings
 from pathlib import Path
 from xml.etree import ElementTree
 
 import pathspec
 import pytest
+import tomllib
 
-from tools import comfy_server as harness
+from devkit import comfy_server as harness
 
 ROOT = Path(__file__).resolve().parent.parent
 PACK = "ComfyUI-Video-As-Prompt"

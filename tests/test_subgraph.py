@@ -10,9 +10,9 @@ import subprocess
 import av
 import pytest
 
+from devkit import comfy_server as harness
+from devkit import tiny_names as tiny
 from tests.helpers import screenshots_of, tiny_widgets
-from tools import comfy_server as harness
-from tools import tiny_names as tiny
 from tools import ui_workflow
 from vap_batch.workflow import DEFAULT_WORKFLOW
 

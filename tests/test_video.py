@@ -13,8 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+from devkit.clips import write_clip
 from tests.helpers import edges, write_phone_clip
-from tools.clips import write_clip
 from vap_core.errors import InputError
 from vap_core.frames import select_frames
 from vap_core.video import read_frames

@@ -1,2 +1,2 @@
-"""Developer and user tools: the demos, tiny random models and their test-only loader nodes, the ComfyUI
-server driver, the UI-workflow builder. Run from the pack folder: python -m tools.<name>."""
+"""Commands a user or maintainer runs from the pack folder: the demos, the UI-workflow builder
+(python -m tools.<name>) and setup_env.sh (a CPU environment for a ComfyUI checkout)."""

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 
-from tools import comfy_server
+from devkit import comfy_server
 
 
 def main() -> int:
@@ -24,9 +24,9 @@ def main() -> int:
         print(why)
         if subprocess.run([sys.executable, "-c", "import torch, safetensors"], capture_output=True).returncode:
             print("\n(With torch and safetensors in this Python, this demo would also check the VAP model against "
-                  "the paper's implementation without ComfyUI: pip install -r requirements.txt)")
+                  "the oracle (the paper's code) without ComfyUI: pip install -r requirements.txt)")
             return 2
-        print("\nMeanwhile, the pure-PyTorch check of the VAP model against the paper's implementation:\n")
+        print("\nMeanwhile, the pure-PyTorch check of the VAP model against the oracle (the paper's code):\n")
         return subprocess.call([sys.executable, "-m", "tools.core_demo"], cwd=comfy_server.ROOT)
     if importlib.util.find_spec("aiohttp") is None:  # the server driver's client: ComfyUI's Python has it
         return subprocess.call([python, "-m", "tools.demo"], cwd=comfy_server.ROOT)

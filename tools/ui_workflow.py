@@ -12,10 +12,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tools import comfy_server
+from devkit import comfy_server
+from devkit.browser import BROWSER_TOOLS, browser_missing
 from vap_batch.workflow import DEFAULT_WORKFLOW, GUIDANCE_WORKFLOW, TWO_REFERENCES_WORKFLOW
 
-BROWSER_TOOLS = comfy_server.ROOT / "tools" / "browser"
 # UI workflow (its name is the template browser's title) -> the API workflow it is built from
 UI_WORKFLOWS = {
     comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p.json": DEFAULT_WORKFLOW,
@@ -35,8 +35,9 @@ def layout_of(api: Path) -> Path:
 def main() -> int:
     root, why = comfy_server.find_comfyui()
     python, why2 = comfy_server.comfy_python(root) if root else (None, why)
-    if python is None:
-        print(why2, file=sys.stderr)
+    why3 = why2 if python is None else browser_missing()
+    if why3:
+        print(why3, file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         comfy_server.prepare_base(Path(tmp), python, root)

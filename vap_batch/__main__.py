@@ -47,8 +47,8 @@ from pathlib import Path
 from .client import ComfyClient, OutputError, ServerError
 from .contact_sheet import ContactSheet
 from .jobs import JobError, read_jobs
-from .runner import check_workflow, run_jobs
-from .workflow import DEFAULT_WORKFLOW, WorkflowError, load_workflow
+from .runner import run_jobs
+from .workflow import DEFAULT_WORKFLOW, WorkflowError, check_workflow, load_workflow
 
 DEFAULT_SERVER = "http://127.0.0.1:8188"
 

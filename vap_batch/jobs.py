@@ -24,7 +24,7 @@ class JobError(ValueError):
     """The job list cannot be used; the message says which row and column."""
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Job:
     row: int  # 1-based, as a spreadsheet shows it (header excluded)
     name: str  # output file stem, unique in the list
@@ -110,9 +110,10 @@ def _job(number: int, row: dict, base: Path) -> Job:
     paths = {key: _path(row[key], base) for key in ("reference", "target")}
     name = str(row.get("name") or "").strip() or f"{number:04d}_{paths['target'].stem}_{paths['reference'].stem}"
     second = str(row.get("reference_2") or "").strip()
-    return Job(number, _safe(name), paths["reference"], paths["target"], str(row["reference_caption"]),
-               str(row["target_caption"]), overrides, _path(second, base) if second else None,
-               str(row.get("reference_2_caption") or "") if second else "")
+    return Job(row=number, name=_safe(name), reference=paths["reference"], target=paths["target"],
+               reference_caption=str(row["reference_caption"]), target_caption=str(row["target_caption"]),
+               overrides=overrides, reference_2=_path(second, base) if second else None,
+               reference_2_caption=str(row.get("reference_2_caption") or "") if second else "")
 
 
 def _second_reference_problem(row: dict, overrides: dict) -> str | None:

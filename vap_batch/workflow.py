@@ -7,6 +7,8 @@ import functools
 import json
 from pathlib import Path
 
+from .jobs import Job
+
 DEFAULT_WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "api" / "vap_wan21_i2v_480p.json"
 GUIDANCE_WORKFLOW = DEFAULT_WORKFLOW.with_name("vap_wan21_i2v_480p_reference_guidance.json")
 TWO_REFERENCES_WORKFLOW = DEFAULT_WORKFLOW.with_name("vap_wan21_i2v_480p_two_references.json")
@@ -81,6 +83,30 @@ def job_graph(workflow: dict, values: dict) -> dict:
     if "reference_2" in values:
         graph = with_second_reference(graph)
     return fill(graph, {k: v for k, v in values.items() if k not in FIELDS}, ADDED_FIELDS)
+
+
+def job_values(job: Job, uploaded: dict) -> dict:
+    """The workflow fields of a row; `uploaded` holds the server's names of its media files."""
+    values = {**uploaded, "reference_caption": job.reference_caption, "target_caption": job.target_caption,
+              "output_prefix": f"vap_batch/{job.name}", **job.overrides}
+    if job.reference_2 is not None:
+        values["reference_2_caption"] = job.reference_2_caption
+    return values
+
+
+def check_workflow(jobs: list[Job], workflow: dict, path) -> None:
+    """Every row's graph can be built from the workflow (the rows with reference_cfg or reference_2 add
+    nodes to it), so that a workflow unfit for some rows stops the run before anything is queued."""
+    problems: dict[str, list[int]] = {}
+    for job in jobs:
+        media = {"reference": "", "target": "", **({"reference_2": ""} if job.reference_2 is not None else {})}
+        try:
+            job_graph(workflow, job_values(job, media))
+        except WorkflowError as err:
+            problems.setdefault(str(err), []).append(job.row)
+    if problems:
+        raise WorkflowError(f"the workflow {path} cannot run some rows; nothing was queued:\n  " + "\n  ".join(
+            f"row{'s' if len(rows) > 1 else ''} {', '.join(map(str, rows))}: {why}." for why, rows in problems.items()))
 
 
 def with_reference_guidance(graph: dict) -> dict:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from tools.checkpoints import Case, random_tensor
-from tools.comfy_process import node_classes, start
+from devkit.checkpoints import Case, random_tensor
+from devkit.comfy_process import node_classes, start
 from vap_core.safetensors_writer import write_streaming
 
 VAE_FILE = "cogvideox_vae_random.safetensors"

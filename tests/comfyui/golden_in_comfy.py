@@ -2,7 +2,7 @@
 
     COMFY_PYTHON -m tests.comfyui.golden_in_comfy COMFYUI_ROOT BASE_DIR [CASE ...]     (from the pack folder)
 
-BASE_DIR holds custom_nodes/ with the pack (tools/tiny_models.py). For each case file (Wan 2.1 or CogVideoX, told
+BASE_DIR holds custom_nodes/ with the pack (devkit/tiny_models.py). For each case file (Wan 2.1 or CogVideoX, told
 apart by its config; without CASE: the public case_comfy and cog_comfy), its backbone in ComfyUI's layout and its
 released checkpoint are written under BASE_DIR's models/ (vap_golden/), loaded with the stock UNETLoader and
 VAPExpertLoader, and the model is evaluated once under CFG on the conditioning the pack's nodes build from the
@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tools.checkpoints import ORACLE, Case, write_released
-from tools.comfy_process import i2v_conditioning, node_classes, start
+from devkit.checkpoints import ORACLE, Case, write_released
+from devkit.comfy_process import i2v_conditioning, node_classes, start
 from vap_core import VAPTransformer
 from vap_core.expert_pass import PLACEMENTS
 from vap_core.wan_layer import missing_block_attributes
@@ -137,7 +137,7 @@ def load_case(nodes, case: Case):
     unet = Path(folder_paths.get_folder_paths("diffusion_models")[0]) / "vap_golden" / f"{case.name}.safetensors"
     unet.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in case.group("comfy_backbone").items()}, str(unet))
-    write_released(Path(folder_paths.get_folder_paths("vap")[0]) / "vap_golden" / case.name, case.group("official"),
+    write_released(Path(folder_paths.get_folder_paths("vap")[0]) / "vap_golden" / case.name, case.released_weights(),
                    config)
     plain = nodes.UNETLoader().load_unet(f"vap_golden/{case.name}.safetensors", "default")[0]
     expert = node_classes()["VAPExpertLoader"].execute(

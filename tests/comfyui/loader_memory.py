@@ -16,14 +16,11 @@ from pathlib import Path
 
 import torch
 
-from tools.checkpoints import write_random_released_and_wan
-from tools.comfy_process import start
-from tools.measure import peak_rss
+from devkit.checkpoints import released_config, write_random_released_and_wan
+from devkit.comfy_process import start
+from devkit.measure import peak_rss
 
-CONFIG = {"num_attention_heads": 8, "attention_head_dim": 128, "in_channels": 36, "out_channels": 16,
-          "text_dim": 4096, "image_dim": 1280, "freq_dim": 256, "ffn_dim": 4096, "num_layers": 16,
-          "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "patch_size": [1, 2, 2],
-          "added_kv_proj_dim": 1280, "block_idx_with_mot_ref": [0, 8]}
+CONFIG = released_config(heads=8, ffn_dim=4096, num_layers=16, expert_layers=[0, 8])
 NAME = "vap_memory_test"
 
 

@@ -30,3 +30,22 @@ def write_clip(path: Path, images, codec: str = "libx264", pix_fmt: str = "yuv42
             out.mux(stream.encode(frame))
         out.mux(stream.encode())
     return path
+
+
+def write_test_pattern(path: Path, seconds: int, *, size: str = "1920x1080", rate: int = 30, filters: str = "",
+                       options: dict | None = None, bit_rate: int = 0) -> Path:
+    """An H.264 mp4 of FFmpeg's moving test pattern (testsrc2, then `filters`): a long clip written fast,
+    with the encoder `options` (x264's preset, keyframe interval) and `bit_rate` given."""
+    with av.open(f"testsrc2=size={size}:rate={rate}:duration={seconds}{filters}", format="lavfi") as source, \
+            av.open(str(path), "w", format="mp4") as out:
+        stream = out.add_stream("libx264", rate=rate, options=options or {})
+        stream.width, stream.height = map(int, size.split("x"))
+        stream.pix_fmt = "yuv420p"
+        if bit_rate:
+            stream.bit_rate = bit_rate
+        for frame in source.decode(video=0):
+            frame = frame.reformat(format="yuv420p")
+            frame.pts, frame.pict_type = None, av.video.frame.PictureType.NONE  # lavfi's "I" would force keyframes
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode())
+    return path

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes a CPU-only Python environment inside a ComfyUI checkout (COMFYUI/.venv) for the
-# integration tests. Run by hand once: bash tests/comfyui/setup_env.sh [COMFYUI_PATH]
+# integration tests. Run by hand once: bash tools/setup_env.sh [COMFYUI_PATH]
 set -euo pipefail
 COMFY="${1:-${COMFYUI_PATH:-$HOME/ComfyUI}}"
 [ -f "$COMFY/main.py" ] || { echo "no ComfyUI at $COMFY (give its path)" >&2; exit 2; }
@@ -23,7 +23,7 @@ echo "import torchvision_cpu_shim" > "$SITE/torchvision_cpu_shim.pth"
 # pure-Python parts, as it does where the extension is absent); nothing in the Wan path uses audio.
 "$VPY" -m pip install -q --no-deps torchaudio==2.11.1
 rm -f "$SITE"/torchaudio/lib/*.so
-# the newest frontend the browser tests also run on (tools/comfy_server.py: NEWEST_FRONTEND), beside ComfyUI's pinned one
-FRONTEND="$(sed -n 's/^NEWEST_FRONTEND = "\(.*\)"/\1/p' "$(dirname "$0")/../../tools/comfy_server.py")"
+# the newest frontend the browser tests also run on (devkit/comfy_server.py: NEWEST_FRONTEND), beside ComfyUI's pinned one
+FRONTEND="$(sed -n 's/^NEWEST_FRONTEND = "\(.*\)"/\1/p' "$(dirname "$0")/../devkit/comfy_server.py")"
 "$VPY" -m pip install -q --no-deps --target "$COMFY/.venv/frontend-$FRONTEND" "comfyui-frontend-package==$FRONTEND"
 (cd "$COMFY" && "$VPY" -c "import torchvision, aiohttp, comfy.options; print('ComfyUI environment ready:', '$VPY')")

@@ -6,12 +6,11 @@ import logging
 import os
 import zlib
 
+import comfy.clip_vision
+import folder_paths
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
-
-import comfy.clip_vision
-import folder_paths
 
 TEXT_LEN = 512  # umT5's output length in ComfyUI's Wan text encoder
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tools import tiny_names as tiny
+from devkit import tiny_names as tiny
 from vap_batch.workflow import DEFAULT_WORKFLOW
 
 HERE = Path(__file__).resolve().parent
@@ -20,7 +20,7 @@ ROOT = HERE.parent
 
 SETUP_HINT = ("Install this pack in your ComfyUI (ComfyUI/custom_nodes/), or set COMFYUI_PATH to a ComfyUI folder "
               "(and COMFYUI_PYTHON to the Python that runs it). To give a ComfyUI source folder a CPU-only "
-              "environment: bash tests/comfyui/setup_env.sh PATH/TO/ComfyUI")
+              "environment: bash tools/setup_env.sh PATH/TO/ComfyUI")
 
 
 def find_comfyui() -> tuple[Path | None, str]:
@@ -61,7 +61,7 @@ def prepare_base(base: Path, python: str, comfy_root: Path):
             link.unlink()  # left by an earlier version of the pack (its files have moved)
         if not link.exists():
             link.symlink_to(target, target_is_directory=True)
-    run_module(python, "tools.tiny_models", base, comfy_root, check=True, capture_output=True, text=True)
+    run_module(python, "devkit.tiny_models", base, comfy_root, check=True, capture_output=True, text=True)
 
 
 def sharing_base(base: Path, folder: Path, *shared: str) -> Path:
@@ -222,6 +222,43 @@ class Server:
         if status != 200:
             raise AssertionError(f"ComfyUI refused the prompt ({status}): {json.dumps(answer)[:2000]}")
         return self.wait(answer["prompt_id"], timeout)
+
+    def interrupt_during(self, graph: dict, node: str, at: int = 1, timeout: float = 600) -> dict:
+        """Queue `graph`, POST /interrupt once node `node` reports progress `at` (a sampler's step, a reader's
+        frame), and wait for the run to stop: {"seconds": from the interrupt to the server's
+        execution_interrupted message, "step_seconds": between the node's last two progress reports before
+        the interrupt (None for at=1), "node": the node it stopped in, "outputs": the prompt's history's}.
+        Raises if the run ends otherwise."""
+        return self._call(self._interrupt_during(graph, node, at, timeout))
+
+    async def _interrupt_during(self, graph: dict, node: str, at: int, timeout: float) -> dict:
+        messages = await self.client.websocket()  # open before queueing, so that no message is missed
+        try:
+            prompt_id = await self.client.queue(graph)
+            reports, sent = [], None
+            while True:
+                message = await messages.receive(timeout)
+                kind, data = message.get("type"), message.get("data", {})
+                if data.get("prompt_id") != prompt_id:
+                    continue
+                if kind == "progress" and data.get("node") == node and sent is None:
+                    reports.append(time.monotonic())
+                    if data.get("value", 0) >= at:
+                        sent = time.monotonic()
+                        await self.client.post_json("/interrupt", {})
+                elif kind == "execution_interrupted":
+                    if sent is None:
+                        raise RuntimeError(f"prompt {prompt_id} was interrupted before node {node} reported {at}")
+                    seconds = time.monotonic() - sent
+                    break
+                elif kind in ("execution_success", "execution_error"):
+                    when = f"before node {node} reported {at}" if sent is None else "after the interrupt"
+                    raise RuntimeError(f"prompt {prompt_id} ended with {kind} {when}: {json.dumps(data)[:1000]}")
+        finally:
+            await messages.close()
+        history = await self.client.history(prompt_id) or {}
+        return {"seconds": seconds, "step_seconds": reports[-1] - reports[-2] if len(reports) > 1 else None,
+                "node": data.get("node_id"), "outputs": history.get("outputs", {})}
 
     def stop(self):
         if self.proc.poll() is None:

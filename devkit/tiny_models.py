@@ -1,6 +1,6 @@
 """Tiny random models, in the real key layouts, under the file names the shipped workflow uses,
 plus a start image and reference videos. Runs with ComfyUI's Python (it reads ComfyUI's module
-shapes), from the pack folder:  python -m tools.tiny_models BASE_DIR COMFYUI_ROOT
+shapes), from the pack folder:  python -m devkit.tiny_models BASE_DIR COMFYUI_ROOT
 (BASE_DIR is a ComfyUI --base-directory)."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from tools.checkpoints import Case, random_like, write_random_expert, write_released
-from tools.clips import write_clip
-from tools.tiny_names import *  # noqa: F403  (the file names it writes)
+from devkit.checkpoints import Case, random_like, write_random_expert, write_released
+from devkit.clips import write_clip
+from devkit.tiny_names import *  # noqa: F403  (the file names it writes)
 from vap_core.loading import module_shapes
 from vap_core.config import WanConfig
 
@@ -98,7 +98,7 @@ def write_all(base: Path):
     save_file({"diffusion_model.blocks.0.self_attn.q.lora_A.weight": torch.randn(4, dim, generator=g) * 0.5,
                "diffusion_model.blocks.0.self_attn.q.lora_B.weight": torch.randn(dim, 4, generator=g) * 0.5},
               str(models / "loras" / LORA))
-    write_released(models / "vap" / RELEASED, case.group("official"), case.config, shards=2)
+    write_released(models / "vap" / RELEASED, case.released_weights(), case.config, shards=2)
     cfg, gen = WanConfig.from_diffusers(case.config), torch.Generator().manual_seed(8)
     for name, change in ((OTHER_TEXT_WIDTH_EXPERT, {"text_dim": 512}), (OTHER_PATCH_EXPERT, {"patch_size": (1, 4, 4)})):
         write_random_expert(models / "vap" / name, dataclasses.replace(cfg, **change), case.config["block_idx_with_mot_ref"], gen)

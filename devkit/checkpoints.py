@@ -1,4 +1,4 @@
-"""The golden cases (tests/fixtures/oracle, computed by the paper's own code) and checkpoints in the
+"""The golden cases (tests/fixtures/oracle, computed by the oracle: the paper's code) and checkpoints in the
 real layouts written from them or with random weights, for the tests, the demos and the benchmarks."""
 from __future__ import annotations
 
@@ -31,6 +31,10 @@ class Case:
             self.meta = f.metadata()
             self.tensors = {k: f.get_tensor(k) for k in f.keys()}
         self.config = json.loads(self.meta["config"])
+
+    def released_weights(self) -> dict:
+        """The oracle's whole VAP transformer in the released checkpoint's layout (the fixture's `official.*`)."""
+        return self.group("official")
 
     def group(self, prefix):
         return {k[len(prefix) + 1:]: v for k, v in self.tensors.items() if k.startswith(prefix + ".")}
@@ -69,7 +73,7 @@ def _write_shards(tdir: Path, names: list, shards: int, write):
 
 def released_names(config: dict) -> list[str]:
     """Every tensor name of a released checkpoint with this config (names taken from case_small)."""
-    template = Case("case_small").group("official")
+    template = Case("case_small").released_weights()
     layers = config["block_idx_with_mot_ref"]
     names = set()
     for name in template:
@@ -99,6 +103,16 @@ def random_like(shapes: dict, seed: int, dtype=torch.bfloat16) -> dict:
     """Random weights (random_tensor) of these shapes, name -> tensor."""
     g = torch.Generator().manual_seed(seed)
     return {name: random_tensor(name, shape, g).to(dtype) for name, shape in shapes.items()}
+
+
+def released_config(*, heads: int, ffn_dim: int, num_layers: int, expert_layers: list[int], text_dim: int = 4096,
+                     image_dim: int = 1280, added_kv_proj_dim: int = 1280) -> dict:
+    """A released checkpoint's transformer/config.json (diffusers' names) for random weights: Wan 2.1 I2V's
+    fixed fields, heads of width 128, and the expert beside `expert_layers`."""
+    return {"num_attention_heads": heads, "attention_head_dim": 128, "in_channels": 36, "out_channels": 16,
+            "text_dim": text_dim, "image_dim": image_dim, "freq_dim": 256, "ffn_dim": ffn_dim, "num_layers": num_layers,
+            "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": 1e-6, "patch_size": [1, 2, 2],
+            "added_kv_proj_dim": added_kv_proj_dim, "block_idx_with_mot_ref": expert_layers}
 
 
 def write_random_released(folder: Path, config: dict, shards: int = 3, seed: int = 0) -> dict:

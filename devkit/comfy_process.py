@@ -1,11 +1,15 @@
-"""Start ComfyUI inside this Python process (CPU, an isolated --base-directory) with the pack and
-the test-only loaders installed. Used by the scripts that run with ComfyUI's own Python (python -m, from the pack folder)."""
+"""Start ComfyUI inside this Python process (CPU, an isolated --base-directory) with the custom nodes
+of that base directory: the pack, and the test-only loaders where comfy_server.prepare_base put them.
+Used by the scripts that run with ComfyUI's own Python (python -m, from the pack folder)."""
 from __future__ import annotations
 
 import asyncio
 import sys
 
 import torch
+
+# the pack's nodes these scripts use; the test-only loaders are not needed (a base of your own has none)
+PACK_NODES = ("VAPExpertLoader", "VAPApplyExpert", "VAPEncodeReference")
 
 
 def start(comfy_root: str, base: str, cpu: bool = True, reserve_vram: float | None = None):
@@ -16,10 +20,10 @@ def start(comfy_root: str, base: str, cpu: bool = True, reserve_vram: float | No
     args.reserve_vram = reserve_vram
     args.base_directory = base  # read when folder_paths is imported, below
     import utils.install_util  # noqa: F401  (ComfyUI's utils package before comfy/utils.py shadows it)
+
     import nodes
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
-    missing = [n for n in ("VAPExpertLoader", "VAPApplyExpert", "VAPEncodeReference", "VAPTestTextEncoderLoader")
-               if n not in nodes.NODE_CLASS_MAPPINGS]
+    missing = [n for n in PACK_NODES if n not in nodes.NODE_CLASS_MAPPINGS]
     if missing:
         raise RuntimeError(f"nodes not registered: {missing}; see the import errors above")
     return nodes

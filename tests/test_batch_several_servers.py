@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tools import comfy_server as harness
+from devkit import comfy_server as harness
 
 HEADER = "name,reference,target,reference_caption,target_caption,seed"
 
@@ -35,13 +35,6 @@ def servers(comfy, tmp_path_factory):
     finally:
         for server in started:
             server.stop()
-
-
-@pytest.fixture
-def media(comfy, tmp_path) -> Path:
-    folder = harness.batch_media(comfy[2], tmp_path / "media")
-    (folder / "workflow.json").write_text(json.dumps(harness.tiny_workflow(steps=2)))
-    return folder
 
 
 def job_list(media: Path, rows: int) -> tuple[Path, list[str]]:

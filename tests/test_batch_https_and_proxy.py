@@ -26,12 +26,13 @@ import numpy as np
 import pytest
 from aiohttp import web
 
-from tools import comfy_server as harness
-from tools.clips import write_clip
+from devkit import comfy_server as harness
+from devkit.clips import write_clip
 from vap_batch.__main__ import main
 from vap_batch.client import ComfyClient, ServerError
 from vap_batch.jobs import read_jobs
-from vap_batch.runner import Progress, run_jobs
+from vap_batch.report import Progress
+from vap_batch.runner import run_jobs
 
 HEADER = "name,reference,target,reference_caption,target_caption,seed"
 TOKEN = f"token-{uuid.uuid4().hex}"  # random, so that finding it anywhere means it leaked
@@ -177,14 +178,6 @@ def module_proxy(tls_server, certificate):
 def proxy(module_proxy):
     module_proxy.reset()
     return module_proxy
-
-
-@pytest.fixture
-def media(comfy, tmp_path) -> Path:
-    """The tiny media and the tiny workflow (workflow.json) in a folder for job lists."""
-    folder = harness.batch_media(comfy[2], tmp_path / "media")
-    (folder / "workflow.json").write_text(json.dumps(harness.tiny_workflow(steps=2)))
-    return folder
 
 
 def job_list(media: Path, *names: str, seed: int = 1) -> Path:
