@@ -1,10 +1,12 @@
 """VAPExpertLoader and VAPCheckpointLoader."""
 from __future__ import annotations
 
+import comfy.model_base
 import comfy.sd
 from comfy_api.latest import io
 
 from ..vap_core.checkpoint import DTYPES
+from ..vap_core.errors import IncompatibleExpertError
 from ..vap_core.released import read_released
 from . import folders
 from .choices import CATEGORY, check_choice
@@ -56,19 +58,20 @@ class VAPCheckpointLoader(io.ComfyNode):
             node_id="VAPCheckpointLoader",
             display_name="Load Video-As-Prompt Checkpoint (released)",
             category=CATEGORY,
-            description="Loads the released VAP checkpoint (diffusers layout, from models/vap): the frozen Wan 2.1 "
-                        "I2V backbone as a normal MODEL, and its expert. If you already have Comfy-Org's Wan 2.1 I2V "
-                        "480P file, use Load Diffusion Model + Load VAP Expert instead.",
+            description="Loads a released VAP checkpoint (diffusers layout, from models/vap): the frozen backbone "
+                        "(Wan 2.1 I2V 14B, or CogVideoX-5B-I2V on ComfyUI 0.33 and later) as a normal MODEL, and its "
+                        "expert. If you already have Comfy-Org's Wan 2.1 I2V 480P file, use Load Diffusion Model + "
+                        "Load VAP Expert instead.",
             inputs=[
                 io.Combo.Input("checkpoint", options=folders.released_choices(),
-                               tooltip="from models/vap: the released Video-As-Prompt-Wan2.1-14B checkpoint's "
-                                       "transformer/diffusion_pytorch_model.safetensors.index.json"),
+                               tooltip="from models/vap: the released Video-As-Prompt-Wan2.1-14B (or -CogVideoX-5B) "
+                                       "checkpoint's transformer/diffusion_pytorch_model.safetensors.index.json"),
                 io.Combo.Input("weight_dtype", options=list(WEIGHT_DTYPES), default="default",
                                tooltip="the backbone's weight dtype, as in Load Diffusion Model"),
                 io.Combo.Input("expert_dtype", options=DTYPE_CHOICES, default="default",
                                tooltip="the expert's weight dtype, as in Load VAP Expert"),
             ],
-            outputs=[io.Model.Output(display_name="model", tooltip="the frozen Wan 2.1 I2V 14B backbone"),
+            outputs=[io.Model.Output(display_name="model", tooltip="the frozen backbone (Wan 2.1 I2V 14B or CogVideoX-5B-I2V)"),
                      ExpertSocket.Output(display_name="expert", tooltip="the expert, for Apply VAP Expert")],
         )
 
@@ -82,9 +85,13 @@ class VAPCheckpointLoader(io.ComfyNode):
         check_choice("expert_dtype", expert_dtype, DTYPE_CHOICES)
         path = folders.full_path(checkpoint)
         rel = read_released(path)
+        if rel.cfg.family == "cog" and not hasattr(comfy.model_base, "CogVideoX"):
+            raise IncompatibleExpertError(f"{checkpoint} is the CogVideoX-I2V-5B VAP checkpoint, and this ComfyUI has no "
+                                          "CogVideoX: update ComfyUI to 0.33 or later (its native CogVideoX).")
         expert = load_expert_patcher(rel, expert_dtype)  # the same index, read once
-        # memory-mapped tensors renamed to ComfyUI's Wan layout: ComfyUI copies each into its model once
+        # memory-mapped tensors renamed to ComfyUI's layout: ComfyUI copies each into its model once
         model = comfy.sd.load_diffusion_model_state_dict(rel.backbone_tensors(), model_options=WEIGHT_DTYPES[weight_dtype])
         if model is None:
-            raise ValueError(f"ComfyUI did not recognise the backbone of {checkpoint} as a Wan model.")
+            family = "CogVideoX" if rel.cfg.family == "cog" else "Wan"
+            raise ValueError(f"ComfyUI did not recognise the backbone of {checkpoint} as a {family} model.")
         return io.NodeOutput(model, expert)

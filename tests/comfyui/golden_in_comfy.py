@@ -145,12 +145,32 @@ def load_case(nodes, case: Case):
     return family, plain, expert
 
 
+def cog_refused(case: Case) -> list[str]:
+    """The messages of VAPCheckpointLoader and of VAPApplyExpert (with the expert VAPExpertLoader reads) on the
+    case's released checkpoint, where ComfyUI has no CogVideoX."""
+    import folder_paths
+    NODE = node_classes()
+    name = f"vap_golden/{case.name}/transformer/diffusion_pytorch_model.safetensors"
+    write_released(Path(folder_paths.get_folder_paths("vap")[0]) / "vap_golden" / case.name, case.released_weights(),
+                   {**case.config, "_class_name": "CogVideoXTransformer3DMOTModel"})
+    messages = []
+    for step in (lambda: NODE["VAPCheckpointLoader"].execute(name, "default", "default"),
+                 lambda: NODE["VAPApplyExpert"].execute(None, NODE["VAPExpertLoader"].execute(name, "default").result[0],
+                                                        -1, 0.0, 1.0)):
+        try:
+            step()
+            messages.append("no error")
+        except Exception as err:
+            messages.append(str(err))
+    return messages
+
+
 def check_case(nodes, path: Path, extras: bool) -> dict:
     import comfy.model_base
     case = Case(path.stem, path)
     result = {"case": path.name}
     if "time_embed_dim" in case.config and not hasattr(comfy.model_base, "CogVideoX"):
-        result["skipped"] = "this ComfyUI has no CogVideoX (ComfyUI 0.33 and later have it)"
+        result["skipped"] = cog_refused(case)  # what the pack's nodes say on a ComfyUI without CogVideoX
         return result
     family, plain, expert = load_case(nodes, case)
     NODE = node_classes()
