@@ -57,12 +57,14 @@ class VAPApplyExpert(io.ComfyNode):
         warn_if_other_backbone(model, module)
         m = model.clone()
         m.set_additional_models(KEY, [expert.clone()])
-        for kind in (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, comfy.patcher_extension.WrappersMP.OUTER_SAMPLE):
+        wrappers = comfy.patcher_extension.WrappersMP
+        for kind in (wrappers.DIFFUSION_MODEL, wrappers.APPLY_MODEL, wrappers.OUTER_SAMPLE):
             m.remove_wrappers_with_key(kind, KEY)  # one expert per model: a second apply replaces the first
         runner = VAPRunner(module, rope_delta=None if rope_delta < 0 else rope_delta, placement=placement,
                            start_percent=start_percent, end_percent=end_percent)
-        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, runner.diffusion_model)
-        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, runner.outer_sample)
+        m.add_wrapper_with_key(wrappers.DIFFUSION_MODEL, KEY, runner.diffusion_model)
+        m.add_wrapper_with_key(wrappers.APPLY_MODEL, KEY, runner.apply_model)
+        m.add_wrapper_with_key(wrappers.OUTER_SAMPLE, KEY, runner.outer_sample)
         return io.NodeOutput(m)
 
 

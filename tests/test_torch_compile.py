@@ -1,0 +1,25 @@
+"""Stock TorchCompileModel with the expert applied, inside the real ComfyUI (tests/comfyui/compile_in_comfy.py):
+after the first step of the first run, sampling compiles nothing more, and the pack's code breaks no graph."""
+from __future__ import annotations
+
+import json
+
+from tools import comfy_server as harness
+
+
+def test_sampling_with_the_expert_compiles_once(comfy):
+    root, python, base = comfy
+    proc = harness.run_module(python, "tests.comfyui.compile_in_comfy", root, base, capture_output=True, text=True,
+                              timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(result)
+    first, second = result["frames_compiled_per_step"]
+    assert first[0] > 0  # dynamo compiled the model at the first step: the count counts
+    assert first[1:] == [0] * (len(first) - 1) and second == [0] * len(second), (result["frames_compiled_per_step"],
+                                                                                 result["recompiles"])
+    pack = [site for site in result["graph_break_sites"] if site.startswith(("nodes/", "vap_core/"))]
+    assert pack == [], pack
+    # compiled (dynamo's eager backend) computes what the plain model does, the expert on for all or half the steps
+    assert max(result["differences"]["full"]) <= 1e-5 and result["differences"]["first_half"] <= 1e-5, result["differences"]
+    assert result["differences"]["expert_effect"] > 1e-3
