@@ -58,8 +58,9 @@ class _Run:
 
 
 class VAPRunner:
-    """Holds the expert module (shared by every clone of the patcher, never copied); ComfyUI loads
-    and offloads it as an additional model of the MODEL."""
+    """Shared by every clone of the patcher. Each call uses the expert of the patcher that runs it (an additional
+    model of the MODEL, which ComfyUI loads and offloads with it); `module`, the one Apply VAP Expert got, serves
+    calls outside a sampler."""
 
     def __init__(self, module, *, rope_delta: int | None, placement: str, start_percent: float, end_percent: float):
         self.module, self.rope_delta, self.placement = module, rope_delta, placement
@@ -98,7 +99,7 @@ class VAPRunner:
         if rows[0] is not None and active:
             self._warn_of_attention_patches(transformer_options)
             base = executor.class_obj
-            expert, dtype = self.module, _inference_dtype(base)
+            expert, dtype = self._expert_of(base), _inference_dtype(base)
             embed = lambda ref: self._embedded(expert, ref, run, x.device, dtype)  # noqa: E731
             call = _ExpertCall(expert, [EmbeddedReference.cat([embed(row[j]) for row in rows]) for j in range(len(rows[0]))])
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **{**kwargs, COND_KEY: call})
@@ -170,6 +171,13 @@ class VAPRunner:
             logging.warning(f"VAP: another node patches this model's attention ({', '.join(patched)}); the patches run "
                             f"on the layers without an expert block only: the expert layers {list(self.module.layers)} "
                             "run the reference's joint attention, where they are skipped.")
+
+    def _expert_of(self, base):
+        """The expert of the patcher running this call: with ComfyUI's multi-GPU split, each device's thread calls
+        its own clone of the model, whose additional models hold that device's copy of the expert."""
+        patcher = getattr(base, "current_patcher", None)  # set while a sampler runs the patcher
+        experts = patcher.get_additional_models_with_key(KEY) if patcher is not None else []
+        return experts[0].model if experts else self.module
 
     @staticmethod
     def _embedded(expert, ref: EncodedReference, run: _Run | None, device, dtype) -> EmbeddedReference:

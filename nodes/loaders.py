@@ -83,8 +83,16 @@ class VAPCheckpointLoader(io.ComfyNode):
         path = folders.full_path(checkpoint)
         rel = read_released(path)
         expert = load_expert_patcher(rel, expert_dtype)  # the same index, read once
-        # memory-mapped tensors renamed to ComfyUI's Wan layout: ComfyUI copies each into its model once
-        model = comfy.sd.load_diffusion_model_state_dict(rel.backbone_tensors(), model_options=WEIGHT_DTYPES[weight_dtype])
-        if model is None:
-            raise ValueError(f"ComfyUI did not recognise the backbone of {checkpoint} as a Wan model.")
-        return io.NodeOutput(model, expert)
+        return io.NodeOutput(released_backbone(path, weight_dtype, rel), expert)
+
+
+def released_backbone(path: str, weight_dtype: str, rel=None, disable_dynamic: bool = False):
+    """The released checkpoint's backbone as a MODEL (rel: its index, if read already). Memory-mapped tensors
+    renamed to ComfyUI's Wan layout: ComfyUI copies each into its model once. Like a core loader's, the patcher
+    can load itself again (cached_patcher_init), for ComfyUI's multi-GPU nodes."""
+    model = comfy.sd.load_diffusion_model_state_dict((rel or read_released(path)).backbone_tensors(),
+                                                     model_options=WEIGHT_DTYPES[weight_dtype])
+    if model is None:
+        raise ValueError(f"ComfyUI did not recognise the backbone of {path} as a Wan model.")
+    model.cached_patcher_init = (released_backbone, (path, weight_dtype))
+    return model
