@@ -11,7 +11,7 @@ from ..vap_core.config import WanConfig
 from ..vap_core.errors import IncompatibleExpertError
 from ..vap_core.expert_pass import PLACEMENTS
 from ..vap_core.fingerprint import fingerprint_matches
-from .binding import KEY, VAPRunner
+from .binding import KEY, VAPExpertWrapper
 from .choices import CATEGORY, check_choice
 from .loaders import ExpertSocket
 
@@ -57,14 +57,14 @@ class VAPApplyExpert(io.ComfyNode):
         warn_if_other_backbone(model, module)
         m = model.clone()
         m.set_additional_models(KEY, [expert.clone()])
-        wrappers = comfy.patcher_extension.WrappersMP
-        for kind in (wrappers.DIFFUSION_MODEL, wrappers.APPLY_MODEL, wrappers.OUTER_SAMPLE):
+        kinds = comfy.patcher_extension.WrappersMP
+        for kind in (kinds.DIFFUSION_MODEL, kinds.APPLY_MODEL, kinds.OUTER_SAMPLE):
             m.remove_wrappers_with_key(kind, KEY)  # one expert per model: a second apply replaces the first
-        runner = VAPRunner(module, rope_delta=None if rope_delta < 0 else rope_delta, placement=placement,
-                           start_percent=start_percent, end_percent=end_percent)
-        m.add_wrapper_with_key(wrappers.DIFFUSION_MODEL, KEY, runner.diffusion_model)
-        m.add_wrapper_with_key(wrappers.APPLY_MODEL, KEY, runner.apply_model)
-        m.add_wrapper_with_key(wrappers.OUTER_SAMPLE, KEY, runner.outer_sample)
+        wrapper = VAPExpertWrapper(module, rope_delta=None if rope_delta < 0 else rope_delta, placement=placement,
+                                   start_percent=start_percent, end_percent=end_percent)
+        m.add_wrapper_with_key(kinds.DIFFUSION_MODEL, KEY, wrapper.diffusion_model)
+        m.add_wrapper_with_key(kinds.APPLY_MODEL, KEY, wrapper.apply_model)
+        m.add_wrapper_with_key(kinds.OUTER_SAMPLE, KEY, wrapper.outer_sample)
         return io.NodeOutput(m)
 
 

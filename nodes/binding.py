@@ -1,6 +1,6 @@
 """How the VAP expert runs inside ComfyUI's Wan model call.
 
-VAPApplyExpert installs one `VAPRunner` as three wrappers on the MODEL's patcher (never anything
+VAPApplyExpert installs one `VAPExpertWrapper` as three wrappers on the MODEL's patcher (never anything
 large in model_options, which is deep-copied on every clone):
 - OUTER_SAMPLE, once per sampling run: turns start/end percent into sigmas with the run's own
   model_sampling and opens the run's cache of embedded references, which goes away with the run;
@@ -57,7 +57,7 @@ class _Run:
     embedded: dict = field(default_factory=dict)
 
 
-class VAPRunner:
+class VAPExpertWrapper:
     """Shared by every clone of the patcher. Each call uses the expert of the patcher that runs it (an additional
     model of the MODEL, which ComfyUI loads and offloads with it); `module`, the one Apply VAP Expert got, serves
     calls outside a sampler."""
