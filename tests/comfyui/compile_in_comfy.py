@@ -73,6 +73,10 @@ def main(comfy_root: str, base: str):
         half = NODE["VAPApplyExpert"].execute(plain, expert, -1, 0.0, 0.5).result[0]
         half_compiled = torch_compile.TorchCompileModel.execute(half, "eager").result[0]
         differences["first_half"] = float((sample(half_compiled) - sample(half)).abs().max())
+        # TorchCompileModel before Apply VAP Expert instead of after it
+        compiled_first = NODE["VAPApplyExpert"].execute(torch_compile.TorchCompileModel.execute(plain, "eager").result[0],
+                                                        expert, -1, 0.0, 1.0).result[0]
+        differences["compiled_before_apply"] = float((sample(compiled_first) - outputs[0]).abs().max())
         differences["expert_effect"] = float((sample(half) - outputs[0]).abs().max())
     breaks = sorted({f"{path.split('ComfyUI-Video-As-Prompt/')[-1]}:{line}" for m in collect.messages
                      for path, line in re.findall(r"[Gg]raph break.* in user code at (\S+):(\d+)", m)})
