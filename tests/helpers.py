@@ -1,6 +1,7 @@
 """Test helpers that only tests use (the golden cases and checkpoint writers are in tools.checkpoints)."""
 from __future__ import annotations
 
+import json
 import shutil
 import struct
 from pathlib import Path
@@ -8,9 +9,19 @@ from pathlib import Path
 import numpy as np
 
 from tools.clips import write_clip
-from tools.comfy_server import ROOT, TINY_SWAP, tiny_inputs
+from tools.comfy_server import ROOT, TINY_SWAP, run_module, tiny_inputs
 
 SCREENSHOTS = ROOT / ".screenshots"  # kept after the run (git-ignored), for a look at what the tests saw
+
+
+def in_comfy(comfy, module: str, *args) -> dict:
+    """Run tests/comfyui/MODULE with the ComfyUI of `comfy` (the fixture) in its own Python: the JSON line it prints."""
+    root, python, base = comfy
+    proc = run_module(python, module, root, base, *args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(result)
+    return result
 
 
 def write_phone_clip(path: Path, matrix) -> Path:

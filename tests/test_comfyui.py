@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from safetensors.torch import load_file
 
-from tests.helpers import edges, write_phone_clip
+from tests.helpers import edges, in_comfy, write_phone_clip
 from tools import comfy_server as harness
 from tools.checkpoints import Case
 from tools import tiny_names as tiny
@@ -40,12 +40,7 @@ def run_latent(server, base: Path, graph: dict):
 
 @pytest.mark.floor
 def test_golden_equality_inside_comfyui(comfy):
-    root, python, base = comfy
-    proc = harness.run_module(python, "tests.comfyui.golden_in_comfy", root, base, capture_output=True, text=True,
-                              timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(result)
+    result = in_comfy(comfy, "tests.comfyui.golden_in_comfy")
     assert result["dtype"] == "torch.float32" and result["expert_dtype"] == "torch.float32"
     for name in ("batched", "one_at_a_time"):  # cond row (reference caption) and uncond row (its negative)
         assert max(result[name]) <= 1e-4, (name, result[name])
@@ -409,11 +404,7 @@ def test_other_reference_sources(server, comfy):
 
 
 def loader_memory(comfy, mode: str) -> dict:
-    root, python, base = comfy
-    proc = harness.run_module(python, "tests.comfyui.loader_memory", root, base, mode, capture_output=True, text=True,
-                              timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return in_comfy(comfy, "tests.comfyui.loader_memory", mode)
 
 
 def test_checkpoint_loader_holds_no_second_copy_of_the_backbone(comfy):

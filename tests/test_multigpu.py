@@ -2,24 +2,17 @@
 faked in ComfyUI's device list (tests/comfyui/multigpu_in_comfy.py). Not run on two GPUs."""
 from __future__ import annotations
 
-import json
-
 import pytest
 
+from tests.helpers import in_comfy
 from tools import comfy_server as harness
 
 
 @pytest.fixture(scope="module")
 def split(comfy):
-    root, python, base = comfy
-    if harness.comfy_version(root) < (0, 33):
+    if harness.comfy_version(comfy[0]) < (0, 33):
         pytest.skip("ComfyUI's multi-GPU split came with 0.33: set COMFYUI_PATH to a ComfyUI 0.33")
-    proc = harness.run_module(python, "tests.comfyui.multigpu_in_comfy", root, base, capture_output=True, text=True,
-                              timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(result)
-    return result
+    return in_comfy(comfy, "tests.comfyui.multigpu_in_comfy")
 
 
 @pytest.mark.parametrize("place", ["after", "before", "after, released checkpoint"])

@@ -2,18 +2,11 @@
 after the first step of the first run, sampling compiles nothing more, and the pack's code breaks no graph."""
 from __future__ import annotations
 
-import json
-
-from tools import comfy_server as harness
+from tests.helpers import in_comfy
 
 
 def test_sampling_with_the_expert_compiles_once(comfy):
-    root, python, base = comfy
-    proc = harness.run_module(python, "tests.comfyui.compile_in_comfy", root, base, capture_output=True, text=True,
-                              timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    print(result)
+    result = in_comfy(comfy, "tests.comfyui.compile_in_comfy")
     first, second = result["frames_compiled_per_step"]
     assert first[0] > 0  # dynamo compiled the model at the first step: the count counts
     assert first[1:] == [0] * (len(first) - 1) and second == [0] * len(second), (result["frames_compiled_per_step"],
