@@ -13,8 +13,8 @@ from ..vap_core.config import WanConfig
 from ..vap_core.errors import IncompatibleExpertError
 from ..vap_core.expert_pass import PLACEMENTS
 from ..vap_core.fingerprint import fingerprint_matches
-from .binding import KEY, VAPRunner
-from .cog_binding import CogRunner
+from .binding import KEY, VAPExpertWrapper
+from .cog_binding import CogExpertWrapper
 from .choices import CATEGORY, check_choice
 from .loaders import ExpertSocket
 
@@ -59,15 +59,17 @@ class VAPApplyExpert(io.ComfyNode):
         module = expert.model  # expert is the patcher, module the expert (VAPExpert or CogExpert) it holds
         check_backbone(model, module)
         warn_if_other_backbone(model, module)
-        runner_class = CogRunner if module.cfg.family == "cog" else VAPRunner
+        wrapper_class = CogExpertWrapper if module.cfg.family == "cog" else VAPExpertWrapper
         m = model.clone()
         m.set_additional_models(KEY, [expert.clone()])
-        for kind in (comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, comfy.patcher_extension.WrappersMP.OUTER_SAMPLE):
+        kinds = comfy.patcher_extension.WrappersMP
+        for kind in (kinds.DIFFUSION_MODEL, kinds.APPLY_MODEL, kinds.OUTER_SAMPLE):
             m.remove_wrappers_with_key(kind, KEY)  # one expert per model: a second apply replaces the first
-        runner = runner_class(module, rope_delta=None if rope_delta < 0 else rope_delta, placement=placement,
-                           start_percent=start_percent, end_percent=end_percent)
-        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, KEY, runner.diffusion_model)
-        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, KEY, runner.outer_sample)
+        wrapper = wrapper_class(module, rope_delta=None if rope_delta < 0 else rope_delta, placement=placement,
+                                start_percent=start_percent, end_percent=end_percent)
+        m.add_wrapper_with_key(kinds.DIFFUSION_MODEL, KEY, wrapper.diffusion_model)
+        m.add_wrapper_with_key(kinds.APPLY_MODEL, KEY, wrapper.apply_model)
+        m.add_wrapper_with_key(kinds.OUTER_SAMPLE, KEY, wrapper.outer_sample)
         return io.NodeOutput(m)
 
 

@@ -1,12 +1,15 @@
 """How the VAP expert runs inside ComfyUI's Wan model call.
 
-VAPApplyExpert installs one `VAPRunner` as two wrappers on the MODEL's patcher (never anything
+VAPApplyExpert installs one `VAPExpertWrapper` as three wrappers on the MODEL's patcher (never anything
 large in model_options, which is deep-copied on every clone):
 - OUTER_SAMPLE, once per sampling run: turns start/end percent into sigmas with the run's own
   model_sampling and opens the run's cache of embedded references, which goes away with the run;
-- DIFFUSION_MODEL, every model call: takes each row's references from the conditioning (see
-  reference_cond.py), embeds each once per run on the model's device and dtype, and hands every
-  expert layer to vap_core's ExpertPass, with ComfyUI's own blocks, attention kernel, RoPE and casts.
+- APPLY_MODEL, every model call, outside the diffusion model: whether the expert runs at this sigma,
+  and each row's references from the conditioning (see reference_cond.py), embedded once per run on
+  the model's device and dtype. Nothing of this is in the diffusion model, so TorchCompileModel
+  compiles it once: no graph break on the sigma, no guard on the cache;
+- DIFFUSION_MODEL, every model call: hands every expert layer to vap_core's ExpertPass, with
+  ComfyUI's own blocks, attention kernel, RoPE and casts.
 """
 from __future__ import annotations
 
@@ -20,7 +23,6 @@ import comfy.model_management
 import comfy.model_patcher
 from comfy.ldm.flux.math import apply_rope1
 
-from ..vap_core.embedding import EmbeddedReference
 from ..vap_core.errors import InputError
 from ..vap_core.expert_pass import ExpertPass
 from ..vap_core.host import Host
@@ -54,9 +56,10 @@ class _Run:
     embedded: dict = field(default_factory=dict)
 
 
-class VAPRunner:
-    """Holds the expert module (shared by every clone of the patcher, never copied); ComfyUI loads
-    and offloads it as an additional model of the MODEL."""
+class VAPExpertWrapper:
+    """Shared by every clone of the patcher. Each call uses the expert of the patcher that runs it (an additional
+    model of the MODEL, which ComfyUI loads and offloads with it); `module`, the one Apply VAP Expert got, serves
+    calls outside a sampler."""
 
     def __init__(self, module, *, rope_delta: int | None, placement: str, start_percent: float, end_percent: float):
         self.module, self.rope_delta, self.placement = module, rope_delta, placement
@@ -76,23 +79,38 @@ class VAPRunner:
         finally:
             guider.model_options = original
 
-    def diffusion_model(self, executor, x, timestep, context, clip_fea=None, time_dim_concat=None,
-                        transformer_options={}, **kwargs):
-        rows = kwargs.pop(COND_KEY, None)
+    def apply_model(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={},
+                    **kwargs):
+        """Every model call, outside the diffusion model (which TorchCompileModel compiles): whether the expert
+        runs at this sigma, and the call's references embedded (from the run's cache). The diffusion model then
+        gets them as one argument, so its compiled code never reads a sigma or the cache."""
+        rows = kwargs.get(COND_KEY)
+        if rows is None:
+            if not self._warned:
+                self._warned = True
+                logging.warning("VAP: this model has a VAP expert but the conditioning carries no reference "
+                                "(connect VAPEncodeReference); sampling as the plain backbone.")
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
         run = transformer_options.get(_RUN)  # None when called outside a sampler: always on, no cache
         sigmas = transformer_options.get("sigmas")
         active = run is None or sigmas is None or in_window(run.window, float(sigmas.flatten()[0]))
-        if rows is None or rows[0] is None or not active:
-            if rows is None and not self._warned:
-                self._warned = True
-                logging.warning("VAP: this model has a VAP expert but the conditioning carries no reference "
-                                "(connect VAPEncodeReference); sampling as plain Wan 2.1.")
-            return executor(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)
+        call = None
+        if rows[0] is not None and active:
+            self._warn_of_attention_patches(transformer_options)
+            base = executor.class_obj
+            expert, dtype = self._expert_of(base), _inference_dtype(base)
+            embed = lambda ref: self._embedded(expert, ref, run, x.device, dtype)  # noqa: E731
+            call = _ExpertCall(expert, [_cat([embed(row[j]) for row in rows]) for j in range(len(rows[0]))])
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **{**kwargs, COND_KEY: call})
 
+    def diffusion_model(self, executor, x, timestep, context, clip_fea=None, time_dim_concat=None,
+                        transformer_options={}, **kwargs):
+        call = kwargs.pop(COND_KEY, None)  # what apply_model left: None when the expert does not run in this call
+        if call is None:
+            return executor(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)
+        references = call.references
         wan = executor.class_obj
         _check_call(x, clip_fea, time_dim_concat)
-        self._warn_of_attention_patches(transformer_options)
-        references = [EmbeddedReference.cat([self._embedded(row[j], run, x) for row in rows]) for j in range(len(rows[0]))]
         pt, ph, pw = wan.patch_size
         grid = tuple(-(-s // p) for s, p in zip(x.shape[2:], wan.patch_size))  # ComfyUI pads to the patch size
 
@@ -106,7 +124,7 @@ class VAPRunner:
             return wan.rope_encode(g[0] * pt, g[1] * ph, g[2] * pw, t_start=t_start * rope_options.get("scale_t", 1.0),
                                    device=x.device, dtype=x.dtype, transformer_options=transformer_options)
 
-        vap_pass = ExpertPass(expert=self.module, references=references, target_grid=grid, batch=x.shape[0],
+        vap_pass = ExpertPass(expert=call.expert, references=references, target_grid=grid, batch=x.shape[0],
                               timestep=timestep, rope_freqs=rope_freqs, host=comfy_host(transformer_options),
                               placement=self.placement, rope_delta=self.rope_delta)
         img_len = clip_fea.shape[-2]
@@ -132,9 +150,9 @@ class VAPRunner:
         options = transformer_options.copy()
         patches = options.get("patches_replace", {}).copy()
         dit = patches.get("dit", {}).copy()
-        for i in self.module.layers:
+        for i in call.expert.layers:
             dit[("double_block", i)] = _chain(dit.get(("double_block", i)), joint(i))
-        plain = [i for i in range(len(wan.blocks)) if i not in self.module.layers]
+        plain = [i for i in range(len(wan.blocks)) if i not in call.expert.layers]
         if plain:  # the first layer without an expert block tells whether the model's blocks ran at all
             dit[("double_block", plain[0])] = _chain(dit.get(("double_block", plain[0])), marked)
         patches["dit"] = dit
@@ -154,17 +172,45 @@ class VAPRunner:
                             f"on the layers without an expert block only: the expert layers {list(self.module.layers)} "
                             "run the reference's joint attention, where they are skipped.")
 
-    def _embedded(self, ref: EncodedReference, run: _Run | None, x: torch.Tensor) -> EmbeddedReference:
-        """The reference embedded on x's device and dtype: once per sampling run."""
-        key = (ref, x.device, x.dtype)
+    def _expert_of(self, base):
+        """The expert of the patcher running this call: with ComfyUI's multi-GPU split, each device's thread calls
+        its own clone of the model, whose additional models hold that device's copy of the expert."""
+        patcher = getattr(base, "current_patcher", None)  # set while a sampler runs the patcher
+        experts = patcher.get_additional_models_with_key(KEY) if patcher is not None else []
+        return experts[0].model if experts else self.module
+
+    @staticmethod
+    def _embedded(expert, ref: EncodedReference, run: _Run | None, device, dtype):
+        """The reference embedded by `expert` on the device and dtype of the diffusion model's input: once per
+        sampling run."""
+        key = (ref, expert, device, dtype)
         if run is not None and key in run.embedded:
             return run.embedded[key]
-        move = lambda t: t.to(device=x.device, dtype=x.dtype)  # noqa: E731
-        embedded = self.module.embed_reference(move(ref.x), move(ref.context),
-                                               None if ref.clip_fea is None else move(ref.clip_fea), x.dtype)
+        move = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
+        embedded = expert.embed_reference(move(ref.x), move(ref.context), None if ref.clip_fea is None else move(ref.clip_fea),
+                                          dtype)
         if run is not None:
             run.embedded[key] = embedded
         return embedded
+
+
+def _cat(rows):
+    """One reference's rows stacked into the call's batch (EmbeddedReference, or CogVideoX's CogReference)."""
+    return type(rows[0]).cat(rows)
+
+
+@dataclass(eq=False)
+class _ExpertCall:
+    """What one diffusion model call with the expert needs: the expert and the call's embedded references."""
+    expert: torch.nn.Module
+    references: list
+
+
+def _inference_dtype(base) -> torch.dtype:
+    """The dtype BaseModel._apply_model hands the diffusion model its input in."""
+    if hasattr(base, "get_dtype_inference"):
+        return base.get_dtype_inference()
+    return base.manual_cast_dtype or base.get_dtype()  # ComfyUI 0.3.64
 
 
 def _chain(previous, replacement):

@@ -11,6 +11,7 @@ import comfy.utils
 
 from ..vap_core.checkpoint import DTYPES
 from ..vap_core.expert import load_expert
+from ..vap_core.released import Released
 
 DTYPE_CHOICES = ["default", "bf16", "fp16", "fp8_e4m3fn"]
 
@@ -22,15 +23,20 @@ def expert_dtype(choice: str) -> torch.dtype:
     return DTYPES[choice]
 
 
-def load_expert_patcher(source, dtype_choice: str) -> comfy.model_patcher.ModelPatcher:
+def load_expert_patcher(source, dtype_choice: str, disable_dynamic: bool = False) -> comfy.model_patcher.ModelPatcher:
     """Read the expert's tensors only (from the pack's file or a released checkpoint: a path, or a
     vap_core Released already read) into a ModelPatcher. Weights are cast to the compute dtype layer
-    by layer when used (manual_cast)."""
+    by layer when used (manual_cast). The patcher can load itself again (cached_patcher_init), as core
+    loaders' can: ComfyUI's multi-GPU nodes make each further device its own copy that way.
+    disable_dynamic: what ComfyUI passes such a factory; this patcher is never dynamic."""
     bar = comfy.utils.ProgressBar(1)
     expert, meta = load_expert(source, expert_dtype(dtype_choice), ops=comfy.ops.manual_cast,
                                progress=lambda done, total: bar.update_absolute(done, total))
     expert.vap_metadata = meta
-    return comfy.model_patcher.ModelPatcher(
+    patcher = comfy.model_patcher.ModelPatcher(
         expert, load_device=comfy.model_management.get_torch_device(),
         offload_device=comfy.model_management.unet_offload_device(),
         size=comfy.model_management.module_size(expert))
+    # the path, not a Released: that would keep the checkpoint's files open as long as the patcher lives
+    patcher.cached_patcher_init = (load_expert_patcher, (source.src if isinstance(source, Released) else source, dtype_choice))
+    return patcher

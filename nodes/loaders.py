@@ -89,9 +89,17 @@ class VAPCheckpointLoader(io.ComfyNode):
             raise IncompatibleExpertError(f"{checkpoint} is the CogVideoX-I2V-5B VAP checkpoint, and this ComfyUI has no "
                                           "CogVideoX: update ComfyUI to 0.33 or later (its native CogVideoX).")
         expert = load_expert_patcher(rel, expert_dtype)  # the same index, read once
-        # memory-mapped tensors renamed to ComfyUI's layout: ComfyUI copies each into its model once
-        model = comfy.sd.load_diffusion_model_state_dict(rel.backbone_tensors(), model_options=WEIGHT_DTYPES[weight_dtype])
-        if model is None:
-            family = "CogVideoX" if rel.cfg.family == "cog" else "Wan"
-            raise ValueError(f"ComfyUI did not recognise the backbone of {checkpoint} as a {family} model.")
-        return io.NodeOutput(model, expert)
+        return io.NodeOutput(released_backbone(path, weight_dtype, rel), expert)
+
+
+def released_backbone(path: str, weight_dtype: str, rel=None, disable_dynamic: bool = False):
+    """The released checkpoint's backbone as a MODEL (rel: its index, if read already). Memory-mapped tensors
+    renamed to ComfyUI's layout: ComfyUI copies each into its model once. Like a core loader's, the patcher
+    can load itself again (cached_patcher_init), for ComfyUI's multi-GPU nodes."""
+    rel = rel or read_released(path)
+    model = comfy.sd.load_diffusion_model_state_dict(rel.backbone_tensors(), model_options=WEIGHT_DTYPES[weight_dtype])
+    if model is None:
+        family = "CogVideoX" if rel.cfg.family == "cog" else "Wan"
+        raise ValueError(f"ComfyUI did not recognise the backbone of {path} as a {family} model.")
+    model.cached_patcher_init = (released_backbone, (path, weight_dtype))
+    return model

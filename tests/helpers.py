@@ -1,15 +1,26 @@
 """Helpers that only tests use (the harness they share with benchmarks and demos is in devkit/)."""
 from __future__ import annotations
 
+import json
 import struct
 from pathlib import Path
 
 import numpy as np
 
 from devkit.clips import write_clip
-from devkit.comfy_server import ROOT, TINY_SWAP, tiny_inputs
+from devkit.comfy_server import ROOT, TINY_SWAP, run_module, tiny_inputs
 
 SCREENSHOTS = ROOT / ".screenshots"  # kept after the run (git-ignored), for a look at what the tests saw
+
+
+def in_comfy(comfy, module: str, *args) -> dict:
+    """Run tests/comfyui/MODULE with the ComfyUI of `comfy` (the fixture) in its own Python: the JSON line it prints."""
+    root, python, base = comfy
+    proc = run_module(python, module, root, base, *args, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(result)
+    return result
 
 
 def write_phone_clip(path: Path, matrix) -> Path:

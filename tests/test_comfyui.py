@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from devkit import comfy_server as harness
 from devkit import tiny_names as tiny
 from devkit.checkpoints import Case
-from tests.helpers import edges, write_phone_clip
+from tests.helpers import edges, in_comfy, write_phone_clip
 from vap_batch.workflow import GUIDANCE_WORKFLOW, TWO_REFERENCES_WORKFLOW
 
 NODE_IDS = ("VAPCheckpointLoader", "VAPExpertLoader", "VAPApplyExpert", "VAPLoadReferenceVideo", "VAPEncodeReference",
@@ -483,11 +483,7 @@ def test_other_reference_sources(server, comfy):
 
 
 def loader_memory(comfy, mode: str) -> dict:
-    root, python, base = comfy
-    proc = harness.run_module(python, "tests.comfyui.loader_memory", root, base, mode, capture_output=True, text=True,
-                              timeout=600)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return in_comfy(comfy, "tests.comfyui.loader_memory", mode)
 
 
 def test_checkpoint_loader_holds_no_second_copy_of_the_backbone(comfy):

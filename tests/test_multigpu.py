@@ -1,0 +1,32 @@
+"""ComfyUI 0.33's "MultiGPU CFG Split" with the expert, inside the real ComfyUI on the CPU with a second device
+faked in ComfyUI's device list (tests/comfyui/multigpu_in_comfy.py). Not run on two GPUs."""
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import in_comfy
+from devkit import comfy_server as harness
+
+
+@pytest.fixture(scope="module")
+def split(comfy):
+    if harness.comfy_version(comfy[0]) < (0, 33):
+        pytest.skip("ComfyUI's multi-GPU split came with 0.33: set COMFYUI_PATH to a ComfyUI 0.33")
+    return in_comfy(comfy, "tests.comfyui.multigpu_in_comfy")
+
+
+@pytest.mark.parametrize("place", ["after", "before", "after, released checkpoint"])
+def test_each_device_runs_its_own_copy_of_the_expert(split, place):
+    """Placed after or before Apply VAP Expert: one clone for the second device, with a Wan model and an expert of
+    its own there; the thread of each device runs its own Wan model and its own expert, nothing else."""
+    result = split[place]
+    assert result["clones"] == [{"load_device": "cpu:1", "is_multigpu_base_clone": True, "wan_is_main": False}]
+    assert result["experts"] == {"main": [{"load_device": "cpu", "is_main": True}],
+                                 "clone0": [{"load_device": "cpu:1", "is_main": False}]}
+    assert result["threads"] == [["expert of clone0", "wan of clone0"], ["expert of main", "wan of main"]]
+
+
+@pytest.mark.parametrize("place", ["after", "before", "after, released checkpoint"])
+def test_the_split_samples_what_one_device_does(split, place):
+    # one device batches cond and uncond in one call, the split runs them apart: float32 rounding only
+    assert split[place]["difference_from_one_device"] <= 1e-4
