@@ -11,11 +11,10 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from vap_core.backbone import WanI2V
-from vap_core.loading import module_shapes
 from vap_core.config import WanConfig
-from vap_core.expert import VAPExpert
-from vap_core.keys import convert_released_name
-from vap_core.released import read_released
+from vap_core.expert import EXPERTS, VAPExpert
+from vap_core.loading import module_shapes
+from vap_core.released import FAMILIES, family_of, read_released
 from vap_core.safetensors_writer import write_streaming
 
 ORACLE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "oracle"
@@ -71,13 +70,17 @@ def _write_shards(tdir: Path, names: list, shards: int, write):
     (tdir / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
 
 
+# per family: the case whose names a random checkpoint of any size takes, and the prefix of its layers
+TEMPLATES = {"wan": ("case_small", "blocks"), "cog": ("cog_small", "transformer_blocks")}
+
+
 def released_names(config: dict) -> list[str]:
-    """Every tensor name of a released checkpoint with this config (names taken from case_small)."""
-    template = Case("case_small").released_weights()
+    """Every tensor name of a released checkpoint with this config (names taken from its family's small case)."""
+    case, blocks = TEMPLATES[family_of(config, "config")]
     layers = config["block_idx_with_mot_ref"]
     names = set()
-    for name in template:
-        if not name.startswith("blocks."):
+    for name in Case(case).released_weights():
+        if not name.startswith(blocks + "."):
             names.add(name)
             continue
         idx, rest = name.split(".", 2)[1:]
@@ -85,7 +88,7 @@ def released_names(config: dict) -> list[str]:
             continue
         expert = rest.split(".")[0].endswith("_mot_ref")
         for i in (layers if expert else range(config["num_layers"])):
-            names.add(f"blocks.{i}.{rest}")
+            names.add(f"{blocks}.{i}.{rest}")
     return sorted(names)
 
 
@@ -116,11 +119,14 @@ def released_config(*, heads: int, ffn_dim: int, num_layers: int, expert_layers:
 
 
 def write_random_released(folder: Path, config: dict, shards: int = 3, seed: int = 0) -> dict:
-    """A random bf16 checkpoint in the released layout, written one tensor at a time.
+    """A random bf16 checkpoint in the released layout (of either family: see config's _class_name), written one
+    tensor at a time.
     Returns {"expert_bytes": ..., "backbone_bytes": ...}."""
-    cfg = WanConfig.from_diffusers(config)
-    shapes = {"backbone": module_shapes(WanI2V(cfg, device="meta")),
-              "expert": module_shapes(VAPExpert(cfg, config["block_idx_with_mot_ref"], device="meta"))}
+    family = family_of(config, "config")
+    config_class, convert_released_name, backbone_class, _ = FAMILIES[family]
+    cfg = config_class.from_diffusers(config)
+    shapes = {"backbone": module_shapes(backbone_class(cfg, device="meta")),
+              "expert": module_shapes(EXPERTS[family][1](cfg, config["block_idx_with_mot_ref"], device="meta"))}
     tdir = folder / "transformer"
     tdir.mkdir(parents=True, exist_ok=True)
     (tdir / "config.json").write_text(json.dumps(config))

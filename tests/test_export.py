@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from devkit.checkpoints import released_config, write_random_released, write_released
+from devkit.checkpoints import Case, released_config, write_random_released, write_released
 from vap_core import VAPTransformer, load_expert
 from vap_core.export import export_expert
 from vap_core.fingerprint import fingerprint_matches
@@ -158,18 +158,26 @@ def peak_rss_kb(body: str) -> int:
     return int(proc.stdout.split("PEAK_KB")[1].split()[0])
 
 
-def test_export_memory_stays_below_twice_the_expert(tmp_path):
+def cog_config(case) -> dict:
+    """A CogVideoX checkpoint's config: the case's sizes, 12 heads and 12 layers, one of them with an expert."""
+    return {**case.config, "_class_name": "CogVideoXTransformer3DMOTModel", "num_attention_heads": 12,
+            "num_layers": 12, "time_embed_dim": 256, "text_embed_dim": 256, "block_idx_with_mot_ref": [0]}
+
+
+@pytest.mark.parametrize("family", ["wan", "cog"])
+def test_export_memory_stays_below_twice_the_expert(tmp_path, family):
     """On a checkpoint whose backbone is several times the expert, the export's peak RSS stays
-    below the bare interpreter's plus twice the expert's bf16 size."""
-    config = released_config(heads=8, ffn_dim=4096, num_layers=16, expert_layers=[0, 8], text_dim=256, image_dim=256,
-                             added_kv_proj_dim=1024)
+    below the bare interpreter's plus twice the expert's bf16 size (Wan 2.1 and CogVideoX alike)."""
+    config = cog_config(Case("cog_small")) if family == "cog" else released_config(
+        heads=8, ffn_dim=4096, num_layers=16, expert_layers=[0, 8], text_dim=256, image_dim=256, added_kv_proj_dim=1024)
     sizes = write_random_released(tmp_path / "big", config, shards=3)
     assert sizes["backbone_bytes"] > 5 * sizes["expert_bytes"]
     out = tmp_path / "expert.safetensors"
     bare = peak_rss_kb("import vap_core.export")
     peak = peak_rss_kb(f"from vap_core.export import main; main([{str(tmp_path / 'big')!r}, {str(out)!r}, '--dtype', 'fp32'])")
     extra = (peak - bare) * 1024
-    print(f"\nexport peak RSS: bare {bare / 1024:.0f} MiB, export {peak / 1024:.0f} MiB, extra {extra / 2**20:.0f} MiB; "
-          f"expert {sizes['expert_bytes'] / 2**20:.0f} MiB bf16, backbone {sizes['backbone_bytes'] / 2**20:.0f} MiB")
+    print(f"\n{family} export peak RSS: bare {bare / 1024:.0f} MiB, export {peak / 1024:.0f} MiB, extra "
+          f"{extra / 2**20:.0f} MiB; expert {sizes['expert_bytes'] / 2**20:.0f} MiB bf16, backbone "
+          f"{sizes['backbone_bytes'] / 2**20:.0f} MiB")
     assert extra < 2 * sizes["expert_bytes"]
     assert out.stat().st_size > 2 * sizes["expert_bytes"]  # fp32: the whole expert was written

@@ -11,6 +11,7 @@ import re
 import torch
 
 from .errors import NotACheckpointError
+from .keys import sort_released_name
 
 _BLOCK_PARTS = {
     "norm1.linear": "norm1.linear", "norm1.norm": "norm1.norm", "norm2.linear": "norm2.linear",
@@ -27,22 +28,12 @@ _TOP_PARTS = {
 _HEAD = ("norm_final", "norm_out", "proj_out")  # the target's output head: the expert has none
 # the reference stream's output head of the paper's "reference_independent" training; inference never uses it
 UNUSED_REFERENCE_HEAD = re.compile(r"^(norm_final|norm_out|proj_out)_mot_ref\.")
-_MARK = "_mot_ref"
 _LEAF = re.compile(r"^(.+)\.(weight|bias)$")
 
 # ComfyUI 0.33 allocates CogVideoX's table for 226 text tokens and 13 x 30 x 45 video tokens (49 frames of
 # 720x480), whatever the checkpoint: text rows first, video rows from row 226, zeros elsewhere.
 COMFY_TEXT_ROWS = 226
 COMFY_VIDEO_ROWS = 13 * 30 * 45
-
-
-def _unmark(name: str) -> tuple[str, bool]:
-    parts = name.split(".")
-    i = 2 if parts[0] == "transformer_blocks" and len(parts) > 2 else 0
-    if parts[i].endswith(_MARK):
-        parts[i] = parts[i][: -len(_MARK)]
-        return ".".join(parts), True
-    return name, False
 
 
 def _convert_plain(name: str) -> str | None:
@@ -65,13 +56,7 @@ def convert_released_name(name: str) -> tuple[str, str] | None:
 
     Returns None for the unused reference head; raises KeyError for a name it does not know.
     """
-    if UNUSED_REFERENCE_HEAD.match(name):
-        return None
-    plain, is_expert = _unmark(name)
-    comfy = _convert_plain(plain)
-    if comfy is None or (is_expert and comfy.startswith(_HEAD)):
-        raise KeyError(name)
-    return ("expert" if is_expert else "backbone"), comfy
+    return sort_released_name(name, "transformer_blocks", UNUSED_REFERENCE_HEAD, _convert_plain, _HEAD)
 
 
 def comfy_table(table: torch.Tensor, text_rows: int) -> torch.Tensor:

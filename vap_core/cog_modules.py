@@ -22,7 +22,7 @@ from .cog_layer import (
     plain_layer,
 )
 from .embedding import timestep_embedding
-from .errors import IncompatibleExpertError, InputError
+from .errors import IncompatibleExpertError, InputError, check_fit
 from .wan_layer import missing_attributes
 
 VAE_STRIDE = 8  # pixels per latent pixel (CogVideoX's VAE)
@@ -241,19 +241,14 @@ class CogExpert(CogEmbedders):
                 f"{where} is a CogVideoX-I2V-5B expert but the backbone is Wan 2.1: load CogVideoX-5B-I2V for it, "
                 "or the Wan 2.1 expert for this backbone.")
         cfg = self.cfg
-        problems = [f"{what} {mine} vs the backbone's {theirs}" for what, mine, theirs in (
+        check_fit(where, (
             ("width", cfg.dim, backbone.dim), ("heads", cfg.num_heads, backbone.num_heads),
             ("text width", cfg.text_dim, backbone.text_dim), ("time width", cfg.time_dim, backbone.time_dim),
             ("input channels", cfg.in_dim, backbone.in_dim), ("patch size", cfg.patch, backbone.patch),
             ("position table", cfg.table_rows, backbone.table_rows),
-            ("depth trained with", cfg.num_layers, backbone.num_layers)) if mine != theirs]
-        outside = [i for i in self.layers if i >= backbone.num_layers]
-        if outside:
-            problems.append(f"expert layers {outside} beyond the backbone's {backbone.num_layers} layers")
-        if problems:
-            raise IncompatibleExpertError(
-                f"{where} does not fit this backbone: {'; '.join(problems)}. VAP's released CogVideoX expert pairs with "
-                "CogVideoX-5B-I2V: load that backbone, or the expert trained for yours.")
+            ("depth trained with", cfg.num_layers, backbone.num_layers)), self.layers, backbone.num_layers,
+            "VAP's released CogVideoX expert pairs with CogVideoX-5B-I2V: load that backbone, or the expert trained "
+            "for yours.")
 
     def embed_reference(self, ref_x, ref_context, ref_clip_fea, dtype, ref_t=None) -> CogReference:
         video, text = embed_tokens(self, ref_x, ref_context, dtype, self.cfg.text_len)

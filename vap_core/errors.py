@@ -29,6 +29,17 @@ class InputError(VAPError, ValueError):
     """Model inputs with wrong shapes, channel counts or batch sizes."""
 
 
+def check_fit(where: str, sizes, layers, num_layers: int, advice: str):
+    """Raise IncompatibleExpertError naming each (what, the expert's, the backbone's) size that differs and the
+    expert layers beyond the backbone's depth, then `advice`."""
+    problems = [f"{what} {mine} vs the backbone's {theirs}" for what, mine, theirs in sizes if mine != theirs]
+    outside = [i for i in layers if i >= num_layers]
+    if outside:
+        problems.append(f"expert layers {outside} beyond the backbone's {num_layers} layers")
+    if problems:
+        raise IncompatibleExpertError(f"{where} does not fit this backbone: {'; '.join(problems)}. {advice}")
+
+
 # ComfyUI shows an error's type as module.name; the pack's module path is a filesystem path there.
 for _error in (VAPError, NotACheckpointError, MissingShardError, CorruptCheckpointError, CheckpointMismatchError,
                IncompatibleExpertError, InputError):

@@ -17,7 +17,7 @@ from .cog_config import CogConfig
 from .cog_modules import CogExpert
 from .config import WanConfig
 from .embedding import EmbeddedReference, embed_reference
-from .errors import IncompatibleExpertError, NotACheckpointError
+from .errors import IncompatibleExpertError, NotACheckpointError, check_fit
 from .layers import StreamEmbedders, WanBlock
 from .loading import load_strict
 from .released import Released, read_released
@@ -44,20 +44,13 @@ class VAPExpert(StreamEmbedders):
                 f"{where} is a Wan 2.1 expert but the backbone is CogVideoX: load Wan 2.1 I2V 14B for it, or the "
                 "CogVideoX expert for this backbone.")
         cfg = self.cfg
-        problems = [f"{what} {mine} vs the backbone's {theirs}" for what, mine, theirs in (
+        check_fit(where, (
             ("width", cfg.dim, backbone.dim), ("heads", cfg.num_heads, backbone.num_heads),
             ("text width", cfg.text_dim, backbone.text_dim), ("CLIP width", cfg.image_dim, backbone.image_dim),
             ("input channels", cfg.in_dim, backbone.in_dim), ("patch size", cfg.patch_size, backbone.patch_size),
-            ("depth trained with", cfg.num_layers, backbone.num_layers)) if mine != theirs]
-        outside = [i for i in self.layers if i >= backbone.num_layers]
-        if outside:
-            problems.append(f"expert layers {outside} beyond the backbone's {backbone.num_layers} layers")
-        if problems:
-            raise IncompatibleExpertError(
-                f"{where} does not fit this backbone: {'; '.join(problems)}. VAP's released expert pairs "
-                "with Wan 2.1 I2V 14B (480P; width 5120, where a 1.3B model has 1536): load that backbone, or the "
-                "expert trained for yours.")
-
+            ("depth trained with", cfg.num_layers, backbone.num_layers)), self.layers, backbone.num_layers,
+            "VAP's released expert pairs with Wan 2.1 I2V 14B (480P; width 5120, where a 1.3B model has 1536): load "
+            "that backbone, or the expert trained for yours.")
 
     def embed_reference(self, ref_x, ref_context, ref_clip_fea, dtype, ref_t=None) -> EmbeddedReference:
         return embed_reference(self, ref_x, ref_context, ref_clip_fea, dtype, ref_t)

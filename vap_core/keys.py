@@ -37,14 +37,22 @@ _TOP = {"proj_out.weight": "head.head.weight", "proj_out.bias": "head.head.bias"
         "patch_embedding.weight": "patch_embedding.weight", "patch_embedding.bias": "patch_embedding.bias"}
 
 
-def _unmark(name: str) -> tuple[str, bool]:
-    """Drop the expert marker, which sits on the top-level module or on a block's submodule."""
+def sort_released_name(name: str, blocks: str, unused, convert_plain, head: tuple) -> tuple[str, str] | None:
+    """A released name as ("backbone" | "expert", its name in the pack's layout), for either family: the expert
+    marker sits on a top-level module or on a submodule of `blocks`.N; `unused` matches the reference head that
+    inference never uses (None is returned), `head` the target head the expert has none of. KeyError for a name
+    `convert_plain` does not know."""
+    if unused.match(name):
+        return None
     parts = name.split(".")
-    i = 2 if parts[0] == "blocks" and len(parts) > 2 else 0
-    if parts[i].endswith(_MARK):
+    i = 2 if parts[0] == blocks and len(parts) > 2 else 0
+    is_expert = parts[i].endswith(_MARK)
+    if is_expert:
         parts[i] = parts[i][: -len(_MARK)]
-        return ".".join(parts), True
-    return name, False
+    converted = convert_plain(".".join(parts))
+    if converted is None or (is_expert and converted.startswith(head)):
+        raise KeyError(name)
+    return ("expert" if is_expert else "backbone"), converted
 
 
 def _convert_plain(name: str) -> str | None:
@@ -71,11 +79,4 @@ def convert_released_name(name: str) -> tuple[str, str] | None:
 
     Returns None for the unused reference head; raises KeyError for a name it does not know.
     """
-    if UNUSED_REFERENCE_HEAD.match(name):
-        return None
-    plain, is_expert = _unmark(name)
-    wan = _convert_plain(plain)
-    if wan is None or (is_expert and wan.startswith("head.")):
-        raise KeyError(name)
-    return ("expert" if is_expert else "backbone"), wan
-
+    return sort_released_name(name, "blocks", UNUSED_REFERENCE_HEAD, _convert_plain, ("head.",))

@@ -23,7 +23,7 @@ from .fingerprint import backbone_fingerprint
 from .loading import check_tensors, module_shapes
 
 # per family: its config, its name mapping, its backbone module, its name in messages
-_FAMILIES = {"wan": (WanConfig, keys.convert_released_name, WanI2V, "Wan 2.1"),
+FAMILIES = {"wan": (WanConfig, keys.convert_released_name, WanI2V, "Wan 2.1"),
              "cog": (CogConfig, cog_keys.convert_released_name, CogVideoXI2V, "CogVideoX")}
 
 
@@ -54,7 +54,7 @@ class Released:
         """The frozen backbone's tensors in ComfyUI's layout, checked against the architecture. They are
         safetensors' memory-mapped tensors, not copies: the caller's loader copies each into its model once, so no
         second copy of the backbone is ever held. (CogVideoX's position table, re-laid out, is the one new tensor.)"""
-        expected = module_shapes(_FAMILIES[self.cfg.family][2](self.cfg, device="meta"))
+        expected = module_shapes(FAMILIES[self.cfg.family][2](self.cfg, device="meta"))
         check_tensors(expected, {w: self.tensors.shape(n) for w, n in self.backbone_names.items()}, f"{self.src} (backbone)")
         tensors = {w: self.tensors.get(n) for w, n in self.backbone_names.items()}
         if self.cfg.family == "cog":
@@ -67,7 +67,7 @@ def read_released(src, opened: TensorSource | None = None) -> Released:
     """Locate the checkpoint and sort its tensor names; reads no tensor data. `opened`: src, a single
     weights file, already opened."""
     config_path, config, tensors = locate_released(src, opened)
-    config_class, convert_released_name, _, family_name = _FAMILIES[family_of(config, str(config_path))]
+    config_class, convert_released_name, _, family_name = FAMILIES[family_of(config, str(config_path))]
     cfg = config_class.from_diffusers(config, str(config_path))
     parts = {"backbone": {}, "expert": {}}
     for name in tensors.names():

@@ -38,9 +38,10 @@ def conditioning(case_in, row, more_references=()):
                             comfy.latent_formats.Wan21().process_out(case_in["x"][:, 20:]), references)
 
 
-def evaluate(model, case_in, batched: bool, calls: int = 1, more_references=()):
+def cfg_denoised(model, positive, negative, x16, sigma: float, batched: bool, calls: int = 1) -> dict:
+    """One CFG evaluation of latent x16 at sigma through ComfyUI's sampler machinery (`calls` times in one run):
+    the denoised predictions of the cond and uncond rows, as the cfg function gets them."""
     import comfy.samplers
-    x16, sigma = case_in["x"][:, :16], float(case_in["t"][0]) / 1000.0
     captured = {}
 
     def keep(args):
@@ -55,15 +56,23 @@ def evaluate(model, case_in, batched: bool, calls: int = 1, more_references=()):
             for c in a["conds"]]
 
     def one_call(denoiser, x, sigmas, extra_args=None, callback=None, disable=None):
-        for _ in range(calls):  # the same evaluation `calls` times in one sampling run
+        for _ in range(calls):
             out = denoiser(x16, sigmas[0] * x16.new_ones(x16.shape[0]), **extra_args)
         return out
 
     guider = comfy.samplers.CFGGuider(m)
-    guider.set_conds(conditioning(case_in, 0, more_references), conditioning(case_in, 1, more_references))
+    guider.set_conds(positive, negative)
     guider.set_cfg(5.0)
     zeros = torch.zeros_like(x16)
     guider.sample(zeros, zeros, comfy.samplers.KSAMPLER(one_call), torch.tensor([sigma, 0.0]), seed=0)
+    return captured
+
+
+def evaluate(model, case_in, batched: bool, calls: int = 1, more_references=()):
+    """A Wan case: the flow predictions of its cond and uncond rows."""
+    x16, sigma = case_in["x"][:, :16], float(case_in["t"][0]) / 1000.0
+    captured = cfg_denoised(model, conditioning(case_in, 0, more_references), conditioning(case_in, 1, more_references),
+                            x16, sigma, batched, calls)
     # CONST flow matching: denoised = x - sigma * model_output
     return [((x16 - captured[k]) / sigma)[row] for k, row in (("cond", 0), ("uncond", 1))]
 
@@ -93,8 +102,7 @@ def evaluate_guider(model, case_in, reference_cfg, negative_row=0, start=0.0, en
 
 
 def evaluate_cog(model, case, batched: bool):
-    """One CFG evaluation of a CogVideoX case at its timestep: the v-predictions of the cond and uncond rows."""
-    import comfy.samplers
+    """A CogVideoX case at its timestep: the v-predictions of its cond and uncond rows."""
     encode = sys.modules[node_classes()["VAPEncodeReference"].__module__]
     x, t = case.tensors["in.x"].float(), int(round(float(case.tensors["in.t"][0])))
     context, ref_x, ref_context = (case.tensors[k].float() for k in ("in.context", "in.ref_x", "in.ref_context"))
@@ -105,25 +113,7 @@ def evaluate_cog(model, case, batched: bool):
     def conditioning(row):  # what the pack's CogVideoX image-to-video and reference nodes leave
         return encode.with_reference([[context[row:row + 1], {"concat_latent_image": image}]], ref_x[:1],
                                      ref_context[row:row + 1], None)
-    captured = {}
-
-    def keep(args):
-        captured["cond"], captured["uncond"] = args["cond_denoised"], args["uncond_denoised"]
-        return args["cond"]
-    m = model.clone()
-    m.set_model_sampler_cfg_function(keep)
-    if not batched:
-        m.model_options["sampler_calc_cond_batch_function"] = lambda a: [
-            comfy.samplers.calc_cond_batch(a["model"], [c], a["input"], a["sigma"], a["model_options"])[0]
-            for c in a["conds"]]
-
-    def one_call(denoiser, _x, sigmas, extra_args=None, callback=None, disable=None):
-        return denoiser(x16, sigmas[0] * x16.new_ones(x16.shape[0]), **extra_args)
-    guider = comfy.samplers.CFGGuider(m)
-    guider.set_conds(conditioning(0), conditioning(1))
-    guider.set_cfg(6.0)
-    zeros = torch.zeros_like(x16)
-    guider.sample(zeros, zeros, comfy.samplers.KSAMPLER(one_call), torch.tensor([sigma, 0.0]), seed=0)
+    captured = cfg_denoised(model, conditioning(0), conditioning(1), x16, sigma, batched)
     # V_PREDICTION_DDPM: denoised = (x - v * sigma) / scale
     return [((x16 - captured[k] * scale) / sigma)[row] for k, row in (("cond", 0), ("uncond", 1))]
 
