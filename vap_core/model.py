@@ -54,7 +54,7 @@ class VAPTransformer(nn.Module):
         expert, _ = load_expert(expert_path, dtype)
         where = f"expert {expert_path} paired with {wan_path}"
         # the fit is checked on the backbone's shapes, before its weights are read
-        backbone = load_wan_file(wan_path, dtype, num_heads=getattr(expert.cfg, "num_heads", None),
+        backbone = load_wan_file(wan_path, dtype, num_heads=expert.cfg.num_heads,
                                  check=lambda cfg: expert.check_fits(cfg, where))
         return cls(backbone, expert, where=where)
 
