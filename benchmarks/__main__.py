@@ -125,19 +125,23 @@ def section_comfy(args, base):
 
 
 def section_loading(args, base):
-    print("\n## 4. VAPExpertLoader on a released-layout checkpoint (backbone 6x the expert), fresh process each\n")
+    print("\n## 4. VAPExpertLoader on a released-layout checkpoint (backbone 6x the expert for Wan, 12x for CogVideoX), "
+          "fresh process each\n")
     if not (found := _comfy_or_skip()):
         return
     root, python = found
     script = "tests.comfyui.loader_memory"
-    sizes = _comfy_json(python, root, script, base, "write")
-    print(f"checkpoint: expert {sizes['expert_bytes'] / 2**20:.0f} MiB (bf16), backbone {sizes['backbone_bytes'] / 2**20:.0f} MiB\n")
-    print("| dtype | expert loaded MiB | seconds | peak RSS added MiB | peak - expert MiB |")
-    print("|---|---|---|---|---|")
-    for dtype in ("bf16", "default", "fp8_e4m3fn"):
-        r = _comfy_json(python, root, script, base, f"expert:{dtype}")
-        print(f"| {dtype} | {r['expert_bytes'] / 2**20:.0f} | {r['seconds']:.2f} | {r['peak_added'] / 2**20:.0f} | "
-              f"{(r['peak_added'] - r['expert_bytes']) / 2**20:.0f} |")
+    families = ("wan", "cog") if harness.comfy_version(root) >= (0, 33) else ("wan",)  # CogVideoX: ComfyUI 0.33
+    print("| family | expert bf16 / backbone MiB (file) | dtype | expert loaded MiB | seconds | peak RSS added MiB | "
+          "peak - expert MiB |")
+    print("|---|---|---|---|---|---|---|")
+    for family in families:
+        sizes = _comfy_json(python, root, script, base, "write", family)
+        for dtype in ("bf16", "default", "fp8_e4m3fn"):
+            r = _comfy_json(python, root, script, base, f"expert:{dtype}", family)
+            print(f"| {family} | {sizes['expert_bytes'] / 2**20:.0f} / {sizes['backbone_bytes'] / 2**20:.0f} | {dtype} | "
+                  f"{r['expert_bytes'] / 2**20:.0f} | {r['seconds']:.2f} | {r['peak_added'] / 2**20:.0f} | "
+                  f"{(r['peak_added'] - r['expert_bytes']) / 2**20:.0f} |")
 
 
 def section_video(args):

@@ -482,30 +482,38 @@ def test_other_reference_sources(server, comfy):
     assert (gif - stock).abs().max() > 1e-3 and (stock - plain).abs().max() > 1e-3
 
 
-def loader_memory(comfy, mode: str) -> dict:
-    return in_comfy(comfy, "tests.comfyui.loader_memory", mode)
+def loader_memory(comfy, mode: str, family: str) -> dict:
+    return in_comfy(comfy, "tests.comfyui.loader_memory", mode, family)
 
 
-def test_checkpoint_loader_holds_no_second_copy_of_the_backbone(comfy):
+def needs_cogvideox(comfy, family):
+    if family == "cog" and harness.comfy_version(comfy[0]) < (0, 33):
+        pytest.skip("ComfyUI before 0.33 has no CogVideoX")
+
+
+@pytest.mark.parametrize("family", ["wan", "cog"])
+def test_checkpoint_loader_holds_no_second_copy_of_the_backbone(comfy, family):
     """VAPCheckpointLoader's peak memory, less the expert it also loads, is that of the stock
-    UNETLoader reading the same backbone from a Wan-layout file."""
-    sizes = loader_memory(comfy, "write")
-    released, stock = loader_memory(comfy, "released"), loader_memory(comfy, "stock")
-    print(f"\nbackbone file {sizes['backbone_bytes'] / 2**20:.0f} MiB; model in memory {stock['model_bytes'] / 2**20:.0f} MiB; "
-          f"peak added: stock {stock['peak_added'] / 2**20:.0f} MiB, released {released['peak_added'] / 2**20:.0f} MiB "
-          f"(of which expert {released['expert_bytes'] / 2**20:.0f} MiB)")
+    UNETLoader reading the same backbone from a file in ComfyUI's layout."""
+    needs_cogvideox(comfy, family)
+    sizes = loader_memory(comfy, "write", family)
+    released, stock = loader_memory(comfy, "released", family), loader_memory(comfy, "stock", family)
+    print(f"\n{family}: backbone file {sizes['backbone_bytes'] / 2**20:.0f} MiB; model in memory "
+          f"{stock['model_bytes'] / 2**20:.0f} MiB; peak added: stock {stock['peak_added'] / 2**20:.0f} MiB, released "
+          f"{released['peak_added'] / 2**20:.0f} MiB (of which expert {released['expert_bytes'] / 2**20:.0f} MiB)")
     assert released["model_bytes"] == stock["model_bytes"]
     assert released["peak_added"] - released["expert_bytes"] <= 1.05 * stock["peak_added"] + 32 * 2**20
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "default", "fp8_e4m3fn"])
-def test_expert_loader_reads_only_the_expert(comfy, dtype):
-    """From a released checkpoint whose backbone is 6x the expert, VAPExpertLoader's peak memory is
-    the loaded expert plus a fixed margin (conversion temporaries and the allocator's per-thread
+@pytest.mark.parametrize("family, dtype", [("wan", "bf16"), ("wan", "default"), ("wan", "fp8_e4m3fn"), ("cog", "bf16")])
+def test_expert_loader_reads_only_the_expert(comfy, family, dtype):
+    """From a released checkpoint whose backbone is 6x (Wan) or 12x (CogVideoX) the expert, VAPExpertLoader's
+    peak memory is the loaded expert plus a fixed margin (conversion temporaries and the allocator's per-thread
     arenas: 3 to 100 MiB measured), whatever dtype it converts to; far below the backbone."""
-    sizes = loader_memory(comfy, "write")
-    loaded = loader_memory(comfy, f"expert:{dtype}")
-    print(f"\nexpert {dtype}: {loaded['expert_bytes'] / 2**20:.0f} MiB loaded, peak added "
+    needs_cogvideox(comfy, family)
+    sizes = loader_memory(comfy, "write", family)
+    loaded = loader_memory(comfy, f"expert:{dtype}", family)
+    print(f"\n{family} expert {dtype}: {loaded['expert_bytes'] / 2**20:.0f} MiB loaded, peak added "
           f"{loaded['peak_added'] / 2**20:.0f} MiB (released file: expert {sizes['expert_bytes'] / 2**20:.0f} MiB bf16, "
           f"backbone {sizes['backbone_bytes'] / 2**20:.0f} MiB)")
     assert loaded["peak_added"] <= loaded["expert_bytes"] + 128 * 2**20 < sizes["backbone_bytes"]

@@ -2,10 +2,10 @@
 UNETLoader on the same backbone in ComfyUI's layout, VAPExpertLoader on the released checkpoint.
 Runs with ComfyUI's Python:
 
-    COMFY_PYTHON -m tests.comfyui.loader_memory COMFYUI_ROOT BASE_DIR {write,released,stock,expert:DTYPE}
+    COMFY_PYTHON -m tests.comfyui.loader_memory COMFYUI_ROOT BASE_DIR {write,released,stock,expert:DTYPE} [wan|cog]
 
-`write` makes the random checkpoint (and its Wan-layout copy) in BASE_DIR; the others load in a
-fresh process and print one JSON line: the peak RSS added by the load and sizes, in bytes."""
+`write` makes the random checkpoint of that family (and its backbone in ComfyUI's layout) in BASE_DIR; the others
+load in a fresh process and print one JSON line: the peak RSS added by the load and sizes, in bytes."""
 from __future__ import annotations
 
 import gc
@@ -16,12 +16,15 @@ from pathlib import Path
 
 import torch
 
-from devkit.checkpoints import released_config, write_random_released_and_wan
+from devkit.checkpoints import Case, released_config, write_random_released_and_wan
 from devkit.comfy_process import start
 from devkit.measure import peak_rss
 
-CONFIG = released_config(heads=8, ffn_dim=4096, num_layers=16, expert_layers=[0, 8])
-NAME = "vap_memory_test"
+# backbones 6x (Wan) and 12x (CogVideoX) their experts
+CONFIGS = {"wan": lambda: released_config(heads=8, ffn_dim=4096, num_layers=16, expert_layers=[0, 8]),
+           "cog": lambda: {**Case("cog_small").config, "_class_name": "CogVideoXTransformer3DMOTModel",
+                           "num_attention_heads": 12, "num_layers": 12, "time_embed_dim": 256, "text_embed_dim": 256,
+                           "block_idx_with_mot_ref": [0]}}
 
 
 def reset_peak():
@@ -33,12 +36,14 @@ def size(module) -> int:
     return sum(p.numel() * p.element_size() for p in module.parameters()) if module is not None else 0
 
 
-def main(comfy_root: str, base: str, mode: str):
+def main(comfy_root: str, base: str, mode: str, family: str = "wan"):
     nodes = start(comfy_root, base)
     base = Path(base)
+    NAME = f"vap_memory_test_{family}"
     if mode == "write":
         sizes = write_random_released_and_wan(base / "models" / "vap" / NAME,
-                                              base / "models" / "diffusion_models" / f"{NAME}.safetensors", CONFIG)
+                                              base / "models" / "diffusion_models" / f"{NAME}.safetensors",
+                                              CONFIGS[family]())
         print(json.dumps(sizes))
         return
 
@@ -63,4 +68,4 @@ def main(comfy_root: str, base: str, mode: str):
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])
