@@ -23,8 +23,8 @@ from . import cancel, cog, core, peer
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SECTIONS = ("core", "cog", "peer", "comfy", "loading", "video", "gpu", "comfy_gpu", "cancel")
-IN_COMFY = ("comfy", "loading", "comfy_gpu", "cancel")  # the sections that run a ComfyUI
+SECTIONS = ("core", "cog", "peer", "comfy", "comfy_cog", "loading", "video", "gpu", "comfy_gpu", "cancel")
+IN_COMFY = ("comfy", "comfy_cog", "loading", "comfy_gpu", "cancel")  # the sections that run a ComfyUI
 TARGET = 1.1  # measured ratio may exceed the FLOP model's by at most 10%
 
 
@@ -122,6 +122,25 @@ def section_comfy(args, base):
     print("|---|---|---|---|---|")
     print(f"| {r['cfg_guider_step_s']:.2f} | {r['reference_guided_step_s']:.2f} | {r['guidance_ratio']:.3f} | "
           f"{r['guidance_flop_ratio']:.3f} | {rel:.3f} |")
+
+
+def section_comfy_cog(args, base):
+    print("\n## 3b. Inside ComfyUI 0.33: one KSampler step (cfg 6, both rows) of VAP-CogVideoX / ComfyUI's own plain "
+          "CogVideoX, same backbone\n")
+    if not (found := _comfy_or_skip()):
+        return
+    root, python = found
+    if harness.comfy_version(root) < (0, 33):
+        print(f"skipped: ComfyUI {'.'.join(map(str, harness.comfy_version(root)))} has no CogVideoX (0.33 has)")
+        return
+    r = _comfy_json(python, root, "benchmarks.comfy_cog_step", base, args.repeats)
+    rel = r["ratio"] / r["flop_ratio"]
+    print("| backbone | plain s/step | VAP s/step | measured ratio | FLOP-model ratio | measured / FLOP | "
+          "target <= 1.10 | expert off (empty window) / plain |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| d384 L4, experts at 0-2, {r['tokens']} video + 226 text tokens | {r['plain_step_s']:.2f} | "
+          f"{r['vap_step_s']:.2f} | {r['ratio']:.3f} | {r['flop_ratio']:.3f} | {rel:.3f} | {_mark(rel <= TARGET)} | "
+          f"{r['off_ratio']:.3f} |")
 
 
 def section_loading(args, base):
