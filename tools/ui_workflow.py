@@ -14,7 +14,7 @@ from pathlib import Path
 
 from devkit import comfy_server
 from devkit.browser import BROWSER_TOOLS, browser_missing
-from vap_batch.workflow import DEFAULT_WORKFLOW, GUIDANCE_WORKFLOW, TWO_REFERENCES_WORKFLOW
+from vap_batch.workflow import COG_WORKFLOW, DEFAULT_WORKFLOW, GUIDANCE_WORKFLOW, TWO_REFERENCES_WORKFLOW
 
 # UI workflow (its name is the template browser's title) -> the API workflow it is built from
 UI_WORKFLOWS = {
@@ -22,6 +22,9 @@ UI_WORKFLOWS = {
     comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - reference guidance.json": GUIDANCE_WORKFLOW,
     comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - two references.json": TWO_REFERENCES_WORKFLOW,
 }
+# needs ComfyUI 0.33 or later to run (its native CogVideoX); opens and builds on older ones too
+COG_UI = comfy_server.ROOT / "workflows" / "Video-As-Prompt CogVideoX-5B I2V 480x720.json"
+UI_WORKFLOWS[COG_UI] = COG_WORKFLOW
 
 # the node library's ready-made node: the default workflow's VAP nodes as one subgraph, as the spec says
 SUBGRAPH_SPEC = comfy_server.ROOT / "tools" / "workflow_layouts" / "subgraph_vap_wan21_i2v.json"

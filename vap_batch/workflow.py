@@ -12,6 +12,8 @@ from .jobs import Job
 DEFAULT_WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "api" / "vap_wan21_i2v_480p.json"
 GUIDANCE_WORKFLOW = DEFAULT_WORKFLOW.with_name("vap_wan21_i2v_480p_reference_guidance.json")
 TWO_REFERENCES_WORKFLOW = DEFAULT_WORKFLOW.with_name("vap_wan21_i2v_480p_two_references.json")
+# CogVideoX-5B-I2V (ComfyUI 0.33 and later): sampled through VAPReferenceGuider (dynamic CFG), nodes 21-24
+COG_WORKFLOW = DEFAULT_WORKFLOW.with_name("vap_cogvideox5b_i2v_480x720.json")
 OUTPUT_NODE = "19"  # SaveVideo
 # job field -> the (node ID, input name) pairs of workflows/api/vap_wan21_i2v_480p.json it sets
 FIELDS = {
