@@ -103,7 +103,8 @@ TINY_SWAP = {"CLIPLoader": "VAPTestTextEncoderLoader", "CLIPVisionLoader": "VAPT
 def tiny_inputs(steps: int = 2, length: int = 9, size: int = tiny.SIZE) -> dict:
     """(class_type, input name) -> value: tiny sizes and the test inputs, for the shipped workflows."""
     return {("WanImageToVideo", "width"): size, ("WanImageToVideo", "height"): size,
-            ("WanImageToVideo", "length"): length,
+            ("WanImageToVideo", "length"): length, ("VAPCogVideoXImageToVideo", "width"): size,
+            ("VAPCogVideoXImageToVideo", "height"): size, ("VAPCogVideoXImageToVideo", "length"): length,
             ("VAPLoadReferenceVideo", "video"): tiny.REFERENCE, ("VAPLoadReferenceVideo", "frames"): length,
             ("LoadImage", "image"): tiny.START_IMAGE, ("KSampler", "steps"): steps, ("BasicScheduler", "steps"): steps,
             ("SaveVideo", "filename_prefix"): "vap_test"}

@@ -5,6 +5,7 @@ shapes), from the pack folder:  python -m devkit.tiny_models BASE_DIR COMFYUI_RO
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -13,11 +14,12 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
-from devkit.checkpoints import Case, random_like, write_random_expert, write_released
+from devkit.checkpoints import Case, random_like, random_tensor, write_random_expert, write_released
 from devkit.clips import write_clip
 from devkit.tiny_names import *  # noqa: F403  (the file names it writes)
 from vap_core.loading import module_shapes
 from vap_core.config import WanConfig
+from vap_core.safetensors_writer import write_streaming
 
 TINY_CLIP_VISION = {"hidden_size": 1280, "intermediate_size": 256, "num_attention_heads": 16, "num_hidden_layers": 2,
                     "image_size": 224, "patch_size": 14, "projection_dim": 64, "num_channels": 3, "hidden_act": "gelu",
@@ -45,6 +47,29 @@ def write_vae(path: Path):
         dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
         temperal_downsample=[False, True, True], dropout=0.0))
     save_file(random_like(shapes, 1), str(path))
+
+
+def write_cog_vae(path: Path):
+    """A random CogVideoX VAE of the real size (bf16, 430 MB, streamed), in the layout the stock VAELoader reads."""
+    import comfy.ldm.cogvideo.vae
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in comfy.ldm.cogvideo.vae.AutoencoderKLCogVideoX(latent_channels=16)
+                  .state_dict().items()}
+    gen = torch.Generator().manual_seed(0)
+    write_streaming(path, [(n, torch.bfloat16, s) for n, s in shapes.items()],
+                    lambda n: random_tensor(n, shapes[n], gen).to(torch.bfloat16), {})
+
+
+def write_cog(models: Path):
+    """The cog_comfy golden case's tiny CogVideoX-I2V: its backbone for UNETLoader, its released checkpoint
+    (backbone and expert) in models/vap; the VAE where this ComfyUI has CogVideoX."""
+    case = Case("cog_comfy")
+    save_file({k: v.contiguous() for k, v in case.group("comfy_backbone").items()},
+              str(models / "diffusion_models" / COG_UNET))
+    write_released(models / "vap" / COG_RELEASED, case.released_weights(),
+                   {**case.config, "_class_name": "CogVideoXTransformer3DMOTModel"}, shards=2)
+    if importlib.util.find_spec("comfy.ldm.cogvideo") is not None:
+        write_cog_vae(models / "vae" / COG_VAE)
 
 
 def write_clip_vision(path: Path):
@@ -104,6 +129,8 @@ def write_all(base: Path):
         write_random_expert(models / "vap" / name, dataclasses.replace(cfg, **change), case.config["block_idx_with_mot_ref"], gen)
     write_vae(models / "vae" / VAE)
     write_text_encoder(models / "text_encoders" / TEXT_ENCODER)
+    write_text_encoder(models / "text_encoders" / COG_TEXT_ENCODER)
+    write_cog(models)
     write_clip_vision(models / "clip_vision" / CLIP_VISION)
     write_videos(input_dir)
 

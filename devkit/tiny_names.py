@@ -21,3 +21,10 @@ LORA = "vap_tiny_lora.safetensors"
 OTHER_TEXT_WIDTH_EXPERT = "vap_expert_text512_tiny.safetensors"
 OTHER_PATCH_EXPERT = "vap_expert_patch144_tiny.safetensors"  # a LoRA on the first (expert) layer's self-attention q
 SIZE = 64
+# CogVideoX-I2V-5B (ComfyUI 0.33 and later): the shipped template's names; the tiny backbone runs at SIZE x SIZE, 9 frames
+COG_RELEASED = "Video-As-Prompt-CogVideoX-5B"
+COG_CHECKPOINT = f"{COG_RELEASED}/transformer/diffusion_pytorch_model.safetensors.index.json"
+COG_UNET = "cogvideox_5b_i2v_tiny.safetensors"  # the same backbone, for the stock UNETLoader
+COG_VAE = "cogvideox_5b_i2v_vae.safetensors"  # random, real size (the stock VAELoader builds only that)
+COG_TEXT_ENCODER = "t5xxl_fp16.safetensors"
+COG_LENGTH = 9

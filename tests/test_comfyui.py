@@ -151,7 +151,7 @@ def test_pack_loads_and_every_node_is_listed(server):
     experts = options(info["VAPExpertLoader"]["input"]["required"]["expert_name"])
     assert tiny.EXPERT in experts and tiny.NOT_AN_EXPERT in experts  # the released index json is listed...
     assert not any("-of-" in n for n in experts)  # ...its shards are not
-    assert options(info["VAPCheckpointLoader"]["input"]["required"]["checkpoint"]) == [tiny.EXPERT]
+    assert set(options(info["VAPCheckpointLoader"]["input"]["required"]["checkpoint"])) == {tiny.EXPERT, tiny.COG_CHECKPOINT}
     assert info["VAPApplyExpert"]["output"] == ["MODEL"]
     assert info["VAPEncodeReference"]["output"] == ["CONDITIONING", "CONDITIONING"]
 

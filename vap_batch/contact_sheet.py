@@ -18,7 +18,7 @@ from vap_core.whole_file import write_whole
 
 from .client import OutputError
 from .first_frame import write_first_frame
-from .workflow import FIELDS
+from .workflow import fields_of
 
 POSTERS = ".posters"
 POSTER_WIDTH = 160  # pixels, at most
@@ -33,7 +33,7 @@ class ContactSheet:
 
     def __init__(self, out_dir: Path, jobs: list, server: str, workflow: dict | None = None):
         self.out_dir, self.jobs, self.server = Path(out_dir), jobs, server
-        node, name = FIELDS["seed"][0]
+        node, name = fields_of(workflow or {})["seed"][0]
         self.default_seed = (workflow or {}).get(node, {}).get("inputs", {}).get(name)
 
     def update(self, results: list):

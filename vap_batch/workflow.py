@@ -12,6 +12,8 @@ from .jobs import Job
 DEFAULT_WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "api" / "vap_wan21_i2v_480p.json"
 GUIDANCE_WORKFLOW = DEFAULT_WORKFLOW.with_name("vap_wan21_i2v_480p_reference_guidance.json")
 TWO_REFERENCES_WORKFLOW = DEFAULT_WORKFLOW.with_name("vap_wan21_i2v_480p_two_references.json")
+# CogVideoX-5B-I2V (ComfyUI 0.33 and later): sampled through VAPReferenceGuider (dynamic CFG), nodes 21-24
+COG_WORKFLOW = DEFAULT_WORKFLOW.with_name("vap_cogvideox5b_i2v_480x720.json")
 OUTPUT_NODE = "19"  # SaveVideo
 # job field -> the (node ID, input name) pairs of workflows/api/vap_wan21_i2v_480p.json it sets
 FIELDS = {
@@ -30,6 +32,22 @@ SECOND_REFERENCE_NODES = ("25", "26", "27", "28")  # its loader, caption, negati
 # the fields of the nodes those add (the others are set before they are added, and carried over)
 ADDED_FIELDS = {"reference_cfg": [("16", "reference_cfg")], "reference_2": [("25", "video")],
                 "reference_2_caption": [("26", "text")], "reference_2_negative_prompt": [("27", "text")]}
+
+
+# a workflow sampled through VAPReferenceGuider at node 16 (the CogVideoX template) has the seed and the steps
+# on its RandomNoise 21 and BasicScheduler 23; one loaded by VAPCheckpointLoader at node 5 names its checkpoint
+GUIDER_FIELDS = {"seed": [("21", "noise_seed")], "steps": [("23", "steps")]}
+CHECKPOINT_FIELDS = {"expert": [("5", "checkpoint")]}
+
+
+def fields_of(graph: dict) -> dict:
+    """FIELDS as this workflow holds them."""
+    fields = dict(FIELDS)
+    if graph.get("16", {}).get("class_type") == "VAPReferenceGuider":
+        fields.update(GUIDER_FIELDS)
+    if graph.get("5", {}).get("class_type") == "VAPCheckpointLoader":
+        fields.update(CHECKPOINT_FIELDS)
+    return fields
 
 
 class WorkflowError(ValueError):
@@ -54,7 +72,7 @@ def _template(path: Path) -> dict:
 
 def load_workflow(path=DEFAULT_WORKFLOW) -> dict:
     graph = _read(path)
-    missing = [f"node {node} input '{name}' (for {field})" for field, targets in FIELDS.items()
+    missing = [f"node {node} input '{name}' (for {field})" for field, targets in fields_of(graph).items()
                for node, name in targets if name not in graph.get(node, {}).get("inputs", {})]
     if missing:
         raise WorkflowError(f"{path} lacks what the batch runner fills: {'; '.join(missing)}. Use the pack's "
@@ -77,8 +95,9 @@ def job_graph(workflow: dict, values: dict) -> dict:
     """The graph of one row: the workflow with its fields filled, then with reference guidance if the row
     has reference_cfg and a second reference if it has reference_2 (their nodes take over what is already
     filled: the sampler's seed, steps and cfg, the first reference's frames), and those columns filled."""
-    graph = fill(workflow, {k: v for k, v in values.items() if k in FIELDS})
-    if "reference_cfg" in values:
+    fields = fields_of(workflow)
+    graph = fill(workflow, {k: v for k, v in values.items() if k in fields}, fields)
+    if "reference_cfg" in values and workflow.get("16", {}).get("class_type") != "VAPReferenceGuider":  # else it is there
         graph = with_reference_guidance(graph)
     if "reference_2" in values:
         graph = with_second_reference(graph)

@@ -1,4 +1,4 @@
-"""Test-only ComfyUI loaders for the tiny text encoder and CLIP vision model that tiny_models.py
+"""Test-only ComfyUI loaders for the tiny text encoder (Wan's or CogVideoX's) and CLIP vision model that tiny_models.py
 writes (the stock loaders always build the full-size models). They take the same inputs as
 CLIPLoader and CLIPVisionLoader, so a workflow switches to them by class_type alone. And a stand-in
 for another pack's attention patch on Wan's blocks, which logs the blocks it ran on."""
@@ -12,20 +12,21 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-TEXT_LEN = 512  # umT5's output length in ComfyUI's Wan text encoder
+# the output length of the CLIPLoader type's text encoder: umT5 for Wan, T5-XXL padded to 226 for CogVideoX
+TEXT_LEN = {"wan": 512, "cogvideox": 226}
 
 
 class TinyTextEncoder:
-    """A random embedding table looked up by hashed words, zero-padded to 512 tokens like umT5's output."""
+    """A random embedding table looked up by hashed words, zero-padded to the real encoder's output length."""
 
-    def __init__(self, table):
-        self.table = table
+    def __init__(self, table, length):
+        self.table, self.length = table, length
 
     def tokenize(self, text, **kwargs):
-        return [zlib.crc32(word.encode()) % self.table.shape[0] for word in text.split()][:TEXT_LEN]
+        return [zlib.crc32(word.encode()) % self.table.shape[0] for word in text.split()][:self.length]
 
     def encode_from_tokens_scheduled(self, tokens, **kwargs):
-        cond = torch.zeros(1, TEXT_LEN, self.table.shape[1])
+        cond = torch.zeros(1, self.length, self.table.shape[1])
         if tokens:
             cond[0, :len(tokens)] = self.table[torch.tensor(tokens)]
         return [[cond, {"pooled_output": None}]]
@@ -34,7 +35,7 @@ class TinyTextEncoder:
 class VAPTestTextEncoderLoader:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"clip_name": (folder_paths.get_filename_list("text_encoders"),), "type": (["wan"],)},
+        return {"required": {"clip_name": (folder_paths.get_filename_list("text_encoders"),), "type": (list(TEXT_LEN),)},
                 "optional": {"device": (["default", "cpu"],)}}
 
     RETURN_TYPES = ("CLIP",)
@@ -43,7 +44,7 @@ class VAPTestTextEncoderLoader:
 
     def load(self, clip_name, type, device="default"):
         sd = load_file(folder_paths.get_full_path_or_raise("text_encoders", clip_name))
-        return (TinyTextEncoder(sd["embedding.weight"].float()),)
+        return (TinyTextEncoder(sd["embedding.weight"].float(), TEXT_LEN[type]),)
 
 
 class VAPTestCLIPVisionLoader:

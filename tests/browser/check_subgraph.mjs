@@ -7,7 +7,11 @@
 //   node tests/browser/check_subgraph.mjs SERVER_URL NAME TINY.json OUT_DIR
 //
 // TINY.json: {"swap": {class_type: test class_type}, "widgets": {class_type: {widget: value}},
-//             "host": {promoted widget: value}, "inner": {class_type inside the subgraph: {widget: value}}}
+//             "host": {promoted widget: value}, "inner": {class_type inside the subgraph: {widget: value}},
+//             "graph"?: {"api": API workflow, "remove": [api ids], "in": [[api id, slot, input]],
+//                        "out": [[output slot, api id, input name]]}}
+// Without "graph" the blueprint goes into the stock Wan 2.1 I2V template; with it, into that API workflow
+// with the `remove` nodes taken out, wired by "in" (into the blueprint) and "out" (from it).
 import fs from "fs";
 import path from "path";
 import { closeDialogs, launch, openComfy, runFromUI } from "../../tools/browser/comfy_page.mjs";
@@ -24,9 +28,14 @@ try {
   const { page, errors } = await openComfy(browser, url);
   const startupErrors = errors.length;
   result.listed = await page.evaluate(async () => Object.values(await (await fetch("/global_subgraphs")).json()));
-  await page.evaluate(async () => {
-    await window.app.loadGraphData(await (await fetch("/templates/image_to_video_wan.json")).json());
-  });
+  await page.evaluate(async (graph) => {
+    if (!graph) {
+      await window.app.loadGraphData(await (await fetch("/templates/image_to_video_wan.json")).json());
+      return;
+    }
+    await window.app.loadApiJson(graph.api, "workflow");
+    for (const id of graph.remove) window.app.graph.remove(window.app.graph.getNodeById(Number(id)));
+  }, tiny.graph);
   await closeDialogs(page);
 
   // as a user adds a node: a double click on empty canvas opens the search box
@@ -37,10 +46,19 @@ try {
   await page.keyboard.press("Enter");
   await pause(1500);
 
-  result.added = await page.evaluate((name) => {
+  result.added = await page.evaluate((name, host) => {
     const graph = window.app.graph;
     const node = graph.nodes.find((n) => n.title === name && n.isSubgraphNode?.());
     if (!node) return null;
+    const summary = () => ({ id: String(node.id), inputs: node.inputs.map((i) => i.name),
+      outputs: node.outputs.map((o) => o.name), widgets: Object.fromEntries(node.widgets.map((w) => [w.name, w.value])),
+      inner: node.subgraph.nodes.map((n) => [String(n.id), n.type]) });
+    if (host) {
+      const byId = (id) => graph.getNodeById(Number(id));
+      for (const [id, slot, input] of host.in) byId(id).connect(slot, node, node.findInputSlot(input));
+      for (const [slot, id, input] of host.out) node.connect(slot, byId(id), byId(id).findInputSlot(input));
+      return summary();
+    }
     const of = (type) => graph.nodes.find((n) => n.type === type);
     const wires = [["UNETLoader", 0, "model"], ["CLIPLoader", 0, "clip"], ["WanImageToVideo", 0, "positive"],
       ["WanImageToVideo", 1, "negative"], ["VAELoader", 0, "vae"], ["CLIPVisionLoader", 0, "clip_vision"]];
@@ -50,10 +68,8 @@ try {
     node.connect(2, of("KSampler"), of("KSampler").findInputSlot("negative"));
     const below = of("CLIPVisionEncode");  // in the free space under it, for the screenshot
     node.pos = [below.pos[0], below.pos[1] + 160];
-    return { id: String(node.id), inputs: node.inputs.map((i) => i.name), outputs: node.outputs.map((o) => o.name),
-      widgets: Object.fromEntries(node.widgets.map((w) => [w.name, w.value])),
-      inner: node.subgraph.nodes.map((n) => [String(n.id), n.type]) };
-  }, name);
+    return summary();
+  }, name, tiny.graph);
   if (result.added) {
     result.prompt = (await page.evaluate(() => window.app.graphToPrompt())).output;
     await page.evaluate(() => {  // the view moved up, so the whole node shows below the template's
@@ -61,7 +77,7 @@ try {
       window.app.canvas.setDirty(true, true);
     });
     await pause(500);
-    await page.screenshot({ path: path.join(outDir, "subgraph in the stock Wan 2.1 I2V graph.jpg"), type: "jpeg", quality: 80 });
+    await page.screenshot({ path: path.join(outDir, tiny.graph ? `subgraph in ${tiny.graph.name}.jpg` : "subgraph in the stock Wan 2.1 I2V graph.jpg"), type: "jpeg", quality: 80 });
 
     // run it from the UI with the tiny models: the test loaders swapped in, tiny sizes and inputs
     await page.evaluate(async (tiny, id) => {

@@ -13,21 +13,11 @@ from pathlib import Path
 
 import torch
 
-from devkit.checkpoints import Case, random_tensor
+from devkit.checkpoints import Case
 from devkit.comfy_process import node_classes, start
-from vap_core.safetensors_writer import write_streaming
+from devkit.tiny_models import write_cog_vae
 
 VAE_FILE = "cogvideox_vae_random.safetensors"
-
-
-def write_random_vae(folder: Path):
-    import comfy.ldm.cogvideo.vae
-    with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in comfy.ldm.cogvideo.vae.AutoencoderKLCogVideoX(latent_channels=16)
-                  .state_dict().items()}
-    gen = torch.Generator().manual_seed(0)
-    write_streaming(folder / VAE_FILE, [(n, torch.bfloat16, s) for n, s in shapes.items()],
-                    lambda n: random_tensor(n, shapes[n], gen).to(torch.bfloat16), {})
 
 
 def dynamic_cfg_steps(model, positive, negative, latent, steps=4, cfg=6.0):
@@ -64,7 +54,7 @@ def main(comfy_root: str, base: str):
     NODE = node_classes()
     vae_folder = Path(folder_paths.get_folder_paths("vae")[0])
     vae_folder.mkdir(parents=True, exist_ok=True)
-    write_random_vae(vae_folder)
+    write_cog_vae(vae_folder / VAE_FILE)
     fmt = comfy.latent_formats.CogVideoX1_5()
     result = {}
     with torch.no_grad():
