@@ -84,13 +84,13 @@ def warn(node_id, message: str):
 def check_backbone(model, expert):
     """Refuse a MODEL the expert cannot run beside: Wan 2.1 image-to-video (with CLIP image input) for the Wan
     expert, CogVideoX-I2V for the CogVideoX one, each of the expert's size."""
+    if expert.cfg.family == "cog" and not hasattr(comfy.model_base, "CogVideoX"):
+        raise IncompatibleExpertError(
+            "this is the CogVideoX-I2V-5B expert, and this ComfyUI has no CogVideoX: update ComfyUI to 0.33 or "
+            "later (its native CogVideoX), or use the Wan 2.1 expert.")
     base = model.model
     if expert.cfg.family == "cog":
-        cog_model = getattr(comfy.model_base, "CogVideoX", None)
-        if cog_model is None:
-            raise IncompatibleExpertError(
-                "this is the CogVideoX-I2V-5B expert, and this ComfyUI has no CogVideoX: update ComfyUI to 0.33 or "
-                "later (its native CogVideoX), or use the Wan 2.1 expert.")
+        cog_model = comfy.model_base.CogVideoX
         if type(base) is not cog_model or not base.image_to_video or base.diffusion_model.in_channels != 32:
             raise IncompatibleExpertError(
                 f"the MODEL is {_describe(base)}. The CogVideoX expert runs beside CogVideoX-5B-I2V: load its "
