@@ -31,8 +31,12 @@ def tiny_spec(path: Path) -> Path:
     return path
 
 
-@pytest.mark.floor
-@pytest.mark.parametrize("ui_path", list(ui_workflow.UI_WORKFLOWS), ids=lambda p: p.stem)
+def _floor_unless_long(path: Path):
+    """The long-video template needs 0.33's context windows (and their widgets): not a floor test."""
+    return pytest.param(path, marks=() if "long video" in path.name else pytest.mark.floor)
+
+
+@pytest.mark.parametrize("ui_path", [_floor_unless_long(p) for p in ui_workflow.UI_WORKFLOWS], ids=lambda p: p.stem)
 def test_shipped_workflow_opens_valid_and_runs_from_the_ui(frontend, ui_path, tmp_path):
     shots = screenshots_of(frontend)
     api_path = ui_workflow.UI_WORKFLOWS[ui_path]

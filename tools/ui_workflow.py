@@ -21,6 +21,8 @@ UI_WORKFLOWS = {
     comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p.json": DEFAULT_WORKFLOW,
     comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - reference guidance.json": GUIDANCE_WORKFLOW,
     comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - two references.json": TWO_REFERENCES_WORKFLOW,
+    comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - long video.json":
+        DEFAULT_WORKFLOW.with_name("vap_wan21_i2v_480p_long_video.json"),
 }
 
 # the node library's ready-made node: the default workflow's VAP nodes as one subgraph, as the spec says
