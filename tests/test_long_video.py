@@ -75,7 +75,8 @@ def frames_of(server, base, history) -> int:
 def test_the_expert_acts_in_every_window_and_the_video_has_the_asked_length(server, comfy):
     """161 frames are 41 latent frames: 5 windows of 13 (0-12, 7-19, ..., 28-40), each after the first with
     ComfyUI's anchor frame before it. In every model call of every window, each expert block runs once on the
-    whole 49-frame reference (13 latent frames of 4x4 tokens at the tiny size). On ComfyUI 0.3.64, whose stock
+    whole 49-frame reference (13 latent frames of 4x4 tokens at the tiny size); only the first window gets the
+    start image, at its first frame. On ComfyUI 0.3.64, whose stock
     context windows fail for Wan I2V with or without the pack, the pack refuses before sampling, naming 0.33."""
     root, _, base = comfy
     steps = 2
@@ -99,6 +100,7 @@ def test_the_expert_acts_in_every_window_and_the_video_has_the_asked_length(serv
         assert call["anchor"] == (None if first == 0 else first - 1), call
         assert call["frames"] == 13 + (first > 0), call  # the target alone: the reference is the expert's
         assert call["expert_tokens"] == [reference_tokens, reference_tokens], call  # tiny expert: layers 0 and 2
+        assert call["given"] == ([0] if first == 0 else []), call  # retain_first_frame off: the image in window 0
     rows = sum(c["rows"] for c in calls)
     assert rows == steps * len(windows) * 2, calls  # every window, every step, cond and uncond rows
     assert frames_of(server, base, history) == 161

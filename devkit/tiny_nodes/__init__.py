@@ -97,8 +97,8 @@ class VAPTestAttentionPatch:
 class VAPTestExpertCallLog:
     """Logs one line per diffusion model call: "VAPTestExpertCallLog {json}" with the context window it ran
     on (ComfyUI's context windows: its frames, and the anchor frame before it), the latent frames and rows
-    the model got, and the tokens each of the expert's blocks saw, counted by hooks on the expert's own
-    modules (not by the pack)."""
+    the model got, the tokens each of the expert's blocks saw, counted by hooks on the expert's own
+    modules (not by the pack), and which of the call's frames the start image gives."""
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -127,7 +127,9 @@ class VAPTestExpertCallLog:
             logging.info("VAPTestExpertCallLog %s", json.dumps({
                 "window": None if window is None else [window.index_list[0], window.index_list[-1]],
                 "anchor": None if window is None else getattr(window, "causal_anchor_index", None),
-                "frames": x.shape[2], "rows": x.shape[0], "expert_tokens": seen}))
+                "frames": x.shape[2], "rows": x.shape[0], "expert_tokens": seen,
+                # Wan I2V's mask channels (after the 16 latent ones): 1 on the frames the start image gives
+                "given": [i for i, v in enumerate(x[0, 16:20].float().mean(dim=(0, 2, 3)).tolist()) if v > 0.5]}))
             return out
 
         m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "vap_test_expert_call_log", wrapper)
