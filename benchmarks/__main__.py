@@ -23,8 +23,8 @@ from . import cancel, cog, core, peer
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SECTIONS = ("core", "cog", "peer", "comfy", "comfy_cog", "loading", "video", "gpu", "comfy_gpu", "cancel")
-IN_COMFY = ("comfy", "comfy_cog", "loading", "comfy_gpu", "cancel")  # the sections that run a ComfyUI
+SECTIONS = ("core", "cog", "peer", "comfy", "comfy_cog", "long", "loading", "video", "gpu", "comfy_gpu", "cancel")
+IN_COMFY = ("comfy", "comfy_cog", "long", "loading", "comfy_gpu", "cancel")  # the sections that run a ComfyUI
 TARGET = 1.1  # measured ratio may exceed the FLOP model's by at most 10%
 
 
@@ -141,6 +141,22 @@ def section_comfy_cog(args, base):
     print(f"| d384 L4, experts at 0-2, {r['tokens']} video + 226 text tokens | {r['plain_step_s']:.2f} | "
           f"{r['vap_step_s']:.2f} | {r['ratio']:.3f} | {r['flop_ratio']:.3f} | {rel:.3f} | {_mark(rel <= TARGET)} | "
           f"{r['off_ratio']:.3f} |")
+
+
+def section_long(args, base):
+    print("\n## 3c. Inside ComfyUI: the long-video template (161 frames, Wan Context Windows 49/24) / an 81-frame "
+          "video in one call, per output frame (one KSampler step, cfg 5, 49-frame reference)\n")
+    if not (found := _comfy_or_skip()):
+        return
+    root, python = found
+    r = _comfy_json(python, root, "benchmarks.long_video", base, args.repeats)
+    print("| video | latent frames per call | s/step | ms/step per frame | FLOP per frame (G) |")
+    print("|---|---|---|---|---|")
+    for row in r["rows"]:
+        print(f"| {row['video']} | {row['calls']} | {row['step_s']:.2f} | {row['step_s_per_frame'] * 1e3:.1f} | "
+              f"{row['flops_per_frame'] / 1e9:.2f} |")
+    print(f"\ncost per frame, long / 81 frames: measured {r['ratio']:.2f}, FLOP model {r['flop_ratio']:.2f} "
+          "(d512 L8, expert at 0 and 4, 128x128)")
 
 
 def section_loading(args, base):

@@ -15,6 +15,7 @@ from ..vap_core.expert_pass import PLACEMENTS
 from ..vap_core.fingerprint import fingerprint_matches
 from .binding import KEY, VAPExpertWrapper
 from .cog_binding import CogExpertWrapper
+from .context_windows import KEY as WINDOWS_KEY, cut_image_conditioning, refuse_context_windows
 from .choices import CATEGORY, check_choice
 from .loaders import ExpertSocket
 
@@ -70,6 +71,9 @@ class VAPApplyExpert(io.ComfyNode):
         m.add_wrapper_with_key(kinds.DIFFUSION_MODEL, KEY, wrapper.diffusion_model)
         m.add_wrapper_with_key(kinds.APPLY_MODEL, KEY, wrapper.apply_model)
         m.add_wrapper_with_key(kinds.OUTER_SAMPLE, KEY, wrapper.outer_sample)
+        m.remove_wrappers_with_key(kinds.OUTER_SAMPLE, WINDOWS_KEY)
+        if not cut_image_conditioning():  # ComfyUI 0.3.64
+            m.add_wrapper_with_key(kinds.OUTER_SAMPLE, WINDOWS_KEY, refuse_context_windows)
         return io.NodeOutput(m)
 
 

@@ -31,12 +31,17 @@ def tiny_spec(path: Path) -> Path:
     return path
 
 
-# every shipped workflow is in the floor run but the CogVideoX one (ComfyUI 0.33 and later)
-@pytest.mark.parametrize("ui_path", [pytest.param(p, id=p.stem, marks=() if p == ui_workflow.COG_UI else pytest.mark.floor)
+def needs_033(path: Path) -> bool:
+    """The CogVideoX template (native CogVideoX) and the long-video one (the context windows' widgets) need
+    ComfyUI 0.33: every other shipped workflow is in the floor run."""
+    return path == ui_workflow.COG_UI or "long video" in path.name
+
+
+@pytest.mark.parametrize("ui_path", [pytest.param(p, id=p.stem, marks=() if needs_033(p) else pytest.mark.floor)
                                      for p in ui_workflow.UI_WORKFLOWS])
 def test_shipped_workflow_opens_valid_and_runs_from_the_ui(frontend, ui_path, tmp_path, comfy):
-    if ui_path == ui_workflow.COG_UI and harness.comfy_version(comfy[0]) < (0, 33):
-        pytest.skip("ComfyUI before 0.33 has no CogVideoX (the template needs 0.33 or later)")
+    if needs_033(ui_path) and harness.comfy_version(comfy[0]) < (0, 33):
+        pytest.skip("this template needs ComfyUI 0.33 or later")
     shots = screenshots_of(frontend)
     api_path = ui_workflow.UI_WORKFLOWS[ui_path]
     proc = subprocess.run(["node", str(CHECK), frontend.url, str(ui_path), str(api_path), str(tiny_spec(tmp_path / "tiny.json")),

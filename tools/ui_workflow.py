@@ -21,6 +21,8 @@ UI_WORKFLOWS = {
     comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p.json": DEFAULT_WORKFLOW,
     comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - reference guidance.json": GUIDANCE_WORKFLOW,
     comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - two references.json": TWO_REFERENCES_WORKFLOW,
+    comfy_server.ROOT / "workflows" / "Video-As-Prompt Wan2.1 I2V 480p - long video.json":
+        DEFAULT_WORKFLOW.with_name("vap_wan21_i2v_480p_long_video.json"),
 }
 # needs ComfyUI 0.33 or later to run (its native CogVideoX); opens and builds on older ones too
 COG_UI = comfy_server.ROOT / "workflows" / "Video-As-Prompt CogVideoX-5B I2V 480x720.json"

@@ -1,12 +1,15 @@
 """Test-only ComfyUI loaders for the tiny text encoder (Wan's or CogVideoX's) and CLIP vision model that tiny_models.py
 writes (the stock loaders always build the full-size models). They take the same inputs as
 CLIPLoader and CLIPVisionLoader, so a workflow switches to them by class_type alone. And a stand-in
-for another pack's attention patch on Wan's blocks, which logs the blocks it ran on."""
+for another pack's attention patch on Wan's blocks, which logs the blocks it ran on, and a log of
+what the expert did in each model call."""
+import json
 import logging
 import os
 import zlib
 
 import comfy.clip_vision
+import comfy.patcher_extension
 import folder_paths
 import torch
 from safetensors import safe_open
@@ -92,6 +95,49 @@ class VAPTestAttentionPatch:
         return (m,)
 
 
+class VAPTestExpertCallLog:
+    """Logs one line per diffusion model call: "VAPTestExpertCallLog {json}" with the context window it ran
+    on (ComfyUI's context windows: its frames, and the anchor frame before it), the latent frames and rows
+    the model got, the tokens each of the expert's blocks saw, counted by hooks on the expert's own
+    modules (not by the pack), and which of the call's frames the start image gives."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"model": ("MODEL",)}}
+
+    RETURN_TYPES = ("MODEL",)
+    FUNCTION = "patch"
+    CATEGORY = "testing"
+
+    def patch(self, model):
+        m = model.clone()
+        (expert,) = m.get_additional_models_with_key("vap_expert")
+        blocks = list(expert.model.blocks.values())
+
+        def wrapper(executor, x, timestep, context, clip_fea=None, time_dim_concat=None, transformer_options={},
+                    **kwargs):
+            seen = []
+            hooks = [block.self_attn.q.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[1]))
+                     for block in blocks]
+            try:
+                out = executor(x, timestep, context, clip_fea, time_dim_concat, transformer_options, **kwargs)
+            finally:
+                for hook in hooks:
+                    hook.remove()
+            window = transformer_options.get("context_window")
+            logging.info("VAPTestExpertCallLog %s", json.dumps({
+                "window": None if window is None else [window.index_list[0], window.index_list[-1]],
+                "anchor": None if window is None else getattr(window, "causal_anchor_index", None),
+                "frames": x.shape[2], "rows": x.shape[0], "expert_tokens": seen,
+                # Wan I2V's mask channels (after the 16 latent ones): 1 on the frames the start image gives
+                "given": [i for i, v in enumerate(x[0, 16:20].float().mean(dim=(0, 2, 3)).tolist()) if v > 0.5]}))
+            return out
+
+        m.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, "vap_test_expert_call_log", wrapper)
+        return (m,)
+
+
 NODE_CLASS_MAPPINGS = {"VAPTestTextEncoderLoader": VAPTestTextEncoderLoader,
                        "VAPTestCLIPVisionLoader": VAPTestCLIPVisionLoader,
-                       "VAPTestAttentionPatch": VAPTestAttentionPatch}
+                       "VAPTestAttentionPatch": VAPTestAttentionPatch,
+                       "VAPTestExpertCallLog": VAPTestExpertCallLog}
