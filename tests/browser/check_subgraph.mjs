@@ -38,13 +38,19 @@ try {
   }, tiny.graph);
   await closeDialogs(page);
 
-  // as a user adds a node: a double click on empty canvas opens the search box
-  await page.mouse.click(1500, 900, { count: 2 });
-  await pause(1000);
-  await page.keyboard.type(name);
-  await pause(1500);
-  await page.keyboard.press("Enter");
-  await pause(1500);
+  // as a user adds a node: a double click on empty canvas opens the search box; a busy machine may list the
+  // blueprint late, so the search is tried again with longer waits before the check below
+  const isAdded = () => page.evaluate((name) => window.app.graph.nodes.some((n) => n.title === name && n.isSubgraphNode?.()), name);
+  for (const wait of [1500, 3000, 6000]) {
+    await page.mouse.click(1500, 900, { count: 2 });
+    await pause(1000);
+    await page.keyboard.type(name);
+    await pause(wait);
+    await page.keyboard.press("Enter");
+    await pause(1500);
+    if (await isAdded()) break;
+    await page.keyboard.press("Escape");
+  }
 
   result.added = await page.evaluate((name, host) => {
     const graph = window.app.graph;
