@@ -126,7 +126,8 @@ def section_comfy(args, base):
 
 def section_comfy_cog(args, base):
     print("\n## 3b. Inside ComfyUI 0.33: one KSampler step (cfg 6, both rows) of VAP-CogVideoX / ComfyUI's own plain "
-          "CogVideoX, same backbone\n")
+          "CogVideoX, same backbone, PyTorch's attention (ComfyUI's choice on a GPU; its CPU default kernel costs "
+          "more per token at the joint attention's doubled length)\n")
     if not (found := _comfy_or_skip()):
         return
     root, python = found

@@ -36,7 +36,7 @@ def write_models(base: Path):
 
 
 def main(comfy_root: str, base: str, repeats: str):
-    nodes = start(comfy_root, base)
+    nodes = start(comfy_root, base, pytorch_attention=True)  # as on a GPU (see section_comfy_cog)
     NODE = node_classes()
     encode = sys.modules[NODE["VAPEncodeReference"].__module__]
     base, repeats = Path(base), int(repeats)

@@ -12,12 +12,15 @@ import torch
 PACK_NODES = ("VAPExpertLoader", "VAPApplyExpert", "VAPEncodeReference")
 
 
-def start(comfy_root: str, base: str, cpu: bool = True, reserve_vram: float | None = None):
-    """reserve_vram: ComfyUI's --reserve-vram, in GB."""
+def start(comfy_root: str, base: str, cpu: bool = True, reserve_vram: float | None = None,
+          pytorch_attention: bool = False):
+    """reserve_vram: ComfyUI's --reserve-vram, in GB. pytorch_attention: PyTorch's attention kernel, as ComfyUI
+    picks on a GPU (on the CPU its default is a sub-quadratic kernel)."""
     sys.path.insert(0, comfy_root)  # ComfyUI's own modules first (the pack folder also has a nodes/)
     from comfy.cli_args import args
     args.cpu = cpu
     args.reserve_vram = reserve_vram
+    args.use_pytorch_cross_attention = pytorch_attention
     args.base_directory = base  # read when folder_paths is imported, below
     import utils.install_util  # noqa: F401  (ComfyUI's utils package before comfy/utils.py shadows it)
 

@@ -32,12 +32,9 @@ class Collect(logging.Handler):
 
 
 def main(comfy_root: str, base: str):
-    sys.path.insert(0, comfy_root)
-    from comfy.cli_args import args
     # PyTorch's attention, as on a GPU: ComfyUI's CPU default (sub-quadratic) breaks graphs on its own, reading
     # free memory with psutil
-    args.use_pytorch_cross_attention = True
-    nodes = start(comfy_root, base)
+    nodes = start(comfy_root, base, pytorch_attention=True)
     import comfy.sample
     import comfy.samplers
     import comfy_extras.nodes_torch_compile as torch_compile
