@@ -23,10 +23,8 @@ from .cog_layer import (
 )
 from .embedding import timestep_embedding
 from .errors import IncompatibleExpertError, InputError, check_fit
+from .expert_pass import VAE_STRIDE
 from .wan_layer import missing_attributes
-
-VAE_STRIDE = 8  # pixels per latent pixel (CogVideoX's VAE)
-FRAME_STRIDE = 4  # video frames per latent frame after the first
 
 
 class LayerNormZero(nn.Module):
@@ -105,8 +103,6 @@ def check_input(cfg, name, x, context, batch=None):
         raise InputError(f"{name}'s text has {context.shape[1]} tokens; CogVideoX takes exactly {cfg.text_len} "
                          "(T5 padded to that length, nothing masked), the text rows of its position table: encode "
                          "the text with CogVideoX's T5 settings.")
-
-
 
 
 class CogEmbedders(nn.Module):

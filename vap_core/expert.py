@@ -20,7 +20,7 @@ from .embedding import EmbeddedReference, embed_reference
 from .errors import IncompatibleExpertError, NotACheckpointError, check_fit
 from .layers import StreamEmbedders, WanBlock
 from .loading import load_strict
-from .released import Released, read_released
+from .released import FAMILIES, Released, read_released
 from .wan_layer import Stream, joint_layer, missing_block_attributes
 
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
@@ -65,7 +65,7 @@ class VAPExpert(StreamEmbedders):
     missing_block_attributes = staticmethod(missing_block_attributes)
 
 
-EXPERTS = {"wan": (WanConfig, VAPExpert), "cog": (CogConfig, CogExpert)}
+EXPERTS = {"wan": VAPExpert, "cog": CogExpert}
 
 
 def expert_metadata(cfg, layers, source: str, fingerprint: str, dtype_name: str) -> dict:
@@ -85,7 +85,7 @@ class ExpertSource:
 
     def empty(self, ops=nn):
         """The expert's modules on the meta device (nothing allocated), checked against its own config."""
-        expert = EXPERTS[self.cfg.family][1](self.cfg, self.layers, ops, device="meta")
+        expert = EXPERTS[self.cfg.family](self.cfg, self.layers, ops, device="meta")
         expert.check_fits(self.cfg, self.where)
         return expert
 
@@ -112,7 +112,7 @@ def expert_source(src) -> ExpertSource:
 
 def _file_source(path, tensors: TensorSource) -> ExpertSource:
     meta = tensors.metadata
-    config_class = EXPERTS[meta.get("family", "wan")][0]  # files of the pack before CogVideoX are Wan's
+    config_class = FAMILIES[meta.get("family", "wan")].config  # files of the pack before CogVideoX are Wan's
     return ExpertSource(cfg=config_class.from_json(meta["config"]), layers=tuple(json.loads(meta["layers"])),
                         tensors=tensors, names={n: n for n in tensors.names()}, where=str(path),
                         metadata=lambda _dtype_name: meta)  # an exported file tells its own, whatever it loads as

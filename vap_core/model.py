@@ -6,16 +6,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbone import WanI2V, load_wan_file
-from .cog_modules import CogVideoXI2V
+from .backbone import load_wan_file
 from .errors import InputError
 from .expert import expert_source, load_expert
 from .expert_pass import ExpertPass
 from .host import TORCH_HOST
 from .loading import load_strict
-from .released import read_released
-
-BACKBONES = {"wan": WanI2V, "cog": CogVideoXI2V}
+from .released import FAMILIES, read_released
 
 
 class VAPTransformer(nn.Module):
@@ -41,7 +38,7 @@ class VAPTransformer(nn.Module):
         rel = read_released(path)
         source = expert_source(rel)
         source.empty()  # checks the expert's layers before any tensor is read
-        backbone = load_strict(BACKBONES[rel.cfg.family](rel.cfg, device="meta"), rel.tensors, rel.backbone_names,
+        backbone = load_strict(FAMILIES[rel.cfg.family].backbone(rel.cfg, device="meta"), rel.tensors, rel.backbone_names,
                                f"{path} (backbone)", dtype)
         return cls(backbone, source.load(dtype))
 
@@ -65,11 +62,12 @@ class VAPTransformer(nn.Module):
         of ref_x / ref_context / ref_clip_fea (see expert_pass for `placement`). ref_t: the reference's timestep,
         by default the paper's (Wan: the constant 1; CogVideoX: the target's t). In a sampling loop, embed the
         references once (embed_reference) and pass them as `reference` at every step."""
-        b = self.backbone.caller().check_target(x, context, clip_fea)
+        backbone = self.backbone.caller()
+        b = backbone.check_target(x, context, clip_fea)
         if ref_x is not None:
             reference = self.embed_reference(ref_x, ref_context, ref_clip_fea, b, ref_t)
         references = None if reference is None else reference if isinstance(reference, list) else [reference]
-        return run_call(self.backbone.caller(), self.expert, self.host, x, t, context, clip_fea, references,
+        return run_call(backbone, self.expert, self.host, x, t, context, clip_fea, references,
                         placement=placement, rope_delta=rope_delta)
 
     def embed_reference(self, ref_x, ref_context, ref_clip_fea=None, batch: int = 1, ref_t=None):

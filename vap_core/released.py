@@ -6,6 +6,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 from . import cog_keys, keys
 from .backbone import WanI2V
@@ -22,9 +23,16 @@ from .errors import (
 from .fingerprint import backbone_fingerprint
 from .loading import check_tensors, module_shapes
 
-# per family: its config, its name mapping, its backbone module, its name in messages
-FAMILIES = {"wan": (WanConfig, keys.convert_released_name, WanI2V, "Wan 2.1"),
-             "cog": (CogConfig, cog_keys.convert_released_name, CogVideoXI2V, "CogVideoX")}
+
+class Family(NamedTuple):
+    config: type  # its sizes, read from a released config.json
+    convert_name: Callable  # released tensor name -> (part, name in ComfyUI's layout)
+    backbone: type  # its standalone backbone module
+    name: str  # in messages
+
+
+FAMILIES = {"wan": Family(WanConfig, keys.convert_released_name, WanI2V, "Wan 2.1"),
+            "cog": Family(CogConfig, cog_keys.convert_released_name, CogVideoXI2V, "CogVideoX")}
 
 
 def family_of(config: dict, where: str) -> str:
@@ -54,7 +62,7 @@ class Released:
         """The frozen backbone's tensors in ComfyUI's layout, checked against the architecture. They are
         safetensors' memory-mapped tensors, not copies: the caller's loader copies each into its model once, so no
         second copy of the backbone is ever held. (CogVideoX's position table, re-laid out, is the one new tensor.)"""
-        expected = module_shapes(FAMILIES[self.cfg.family][2](self.cfg, device="meta"))
+        expected = module_shapes(FAMILIES[self.cfg.family].backbone(self.cfg, device="meta"))
         check_tensors(expected, {w: self.tensors.shape(n) for w, n in self.backbone_names.items()}, f"{self.src} (backbone)")
         tensors = {w: self.tensors.get(n) for w, n in self.backbone_names.items()}
         if self.cfg.family == "cog":
@@ -67,15 +75,15 @@ def read_released(src, opened: TensorSource | None = None) -> Released:
     """Locate the checkpoint and sort its tensor names; reads no tensor data. `opened`: src, a single
     weights file, already opened."""
     config_path, config, tensors = locate_released(src, opened)
-    config_class, convert_released_name, _, family_name = FAMILIES[family_of(config, str(config_path))]
-    cfg = config_class.from_diffusers(config, str(config_path))
+    family = FAMILIES[family_of(config, str(config_path))]
+    cfg = family.config.from_diffusers(config, str(config_path))
     parts = {"backbone": {}, "expert": {}}
     for name in tensors.names():
         try:
-            converted = convert_released_name(name)
+            converted = family.convert_name(name)
         except KeyError:
             raise CheckpointMismatchError(
-                f"{src}: unexpected tensor {name}; this is not a {family_name} VAP checkpoint (its config.json "
+                f"{src}: unexpected tensor {name}; this is not a {family.name} VAP checkpoint (its config.json "
                 "names that family).") from None
         if converted is not None:
             part, wan_name = converted
@@ -84,7 +92,7 @@ def read_released(src, opened: TensorSource | None = None) -> Released:
     if not layers or not parts["expert"]:
         raise NotACheckpointError(
             f"{src} holds no Video-As-Prompt expert (no *_mot_ref tensors / block_idx_with_mot_ref): it is a "
-            f"plain {family_name} checkpoint. Point to the released VAP checkpoint.")
+            f"plain {family.name} checkpoint. Point to the released VAP checkpoint.")
     if not (isinstance(layers, list) and all(type(i) is int and i >= 0 for i in layers)
             and len(set(layers)) == len(layers)):
         raise CorruptCheckpointError(f"{config_path}: block_idx_with_mot_ref is {layers!r}; it must be a list of "
