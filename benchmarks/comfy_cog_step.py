@@ -24,10 +24,10 @@ NAME = "vap_cog_step_bench"
 
 def write_models(base: Path):
     cfg = config(HEADS, LAYERS, GRID)
-    released = {**Case("cog_small").config, "_class_name": "CogVideoXTransformer3DMOTModel",
-                "num_attention_heads": HEADS, "num_layers": LAYERS, "block_idx_with_mot_ref": EXPERT_LAYERS,
-                "text_embed_dim": cfg.text_dim, "time_embed_dim": cfg.time_dim, "max_text_seq_length": cfg.text_len,
-                "sample_frames": cfg.sample_frames, "sample_height": cfg.sample_height, "sample_width": cfg.sample_width}
+    released = Case("cog_small").checkpoint_config(
+        num_attention_heads=HEADS, num_layers=LAYERS, block_idx_with_mot_ref=EXPERT_LAYERS, text_embed_dim=cfg.text_dim,
+        time_embed_dim=cfg.time_dim, max_text_seq_length=cfg.text_len, sample_frames=cfg.sample_frames,
+        sample_height=cfg.sample_height, sample_width=cfg.sample_width)
     unet = base / "models" / "diffusion_models" / f"{NAME}.safetensors"
     if not unet.exists():
         unet.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,17 @@ class Case:
             self.tensors = {k: f.get_tensor(k) for k in f.keys()}
         self.config = json.loads(self.meta["config"])
 
+    @property
+    def family(self) -> str:
+        """"cog" for a CogVideoX case (its config has a time_embed_dim), else "wan"."""
+        return "cog" if "time_embed_dim" in self.config else "wan"
+
+    def checkpoint_config(self, **changes) -> dict:
+        """The case's config as its released checkpoint's config.json holds it (a CogVideoX one names its class, which
+        the cases' configs leave out), with `changes`."""
+        named = {"_class_name": "CogVideoXTransformer3DMOTModel"} if self.family == "cog" else {}
+        return {**self.config, **named, **changes}
+
     def released_weights(self) -> dict:
         """The oracle's whole VAP transformer in the released checkpoint's layout (the fixture's `official.*`)."""
         return self.group("official")
@@ -123,10 +134,9 @@ def write_random_released(folder: Path, config: dict, shards: int = 3, seed: int
     tensor at a time.
     Returns {"expert_bytes": ..., "backbone_bytes": ...}."""
     family = family_of(config, "config")
-    config_class, convert_released_name, backbone_class, _ = FAMILIES[family]
-    cfg = config_class.from_diffusers(config)
-    shapes = {"backbone": module_shapes(backbone_class(cfg, device="meta")),
-              "expert": module_shapes(EXPERTS[family][1](cfg, config["block_idx_with_mot_ref"], device="meta"))}
+    cfg = FAMILIES[family].config.from_diffusers(config)
+    shapes = {"backbone": module_shapes(FAMILIES[family].backbone(cfg, device="meta")),
+              "expert": module_shapes(EXPERTS[family](cfg, config["block_idx_with_mot_ref"], device="meta"))}
     tdir = folder / "transformer"
     tdir.mkdir(parents=True, exist_ok=True)
     (tdir / "config.json").write_text(json.dumps(config))
@@ -134,7 +144,7 @@ def write_random_released(folder: Path, config: dict, shards: int = 3, seed: int
     sizes = {"backbone": 0, "expert": 0}
     spec = {}
     for n in names:
-        part, wan = convert_released_name(n)
+        part, wan = FAMILIES[family].convert_name(n)
         spec[n] = shapes[part][wan]
         sizes[part] += torch.Size(spec[n]).numel() * 2
     gen = torch.Generator().manual_seed(seed)

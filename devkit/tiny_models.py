@@ -66,8 +66,7 @@ def write_cog(models: Path):
     case = Case("cog_comfy")
     save_file({k: v.contiguous() for k, v in case.group("comfy_backbone").items()},
               str(models / "diffusion_models" / COG_UNET))
-    write_released(models / "vap" / COG_RELEASED, case.released_weights(),
-                   {**case.config, "_class_name": "CogVideoXTransformer3DMOTModel"}, shards=2)
+    write_released(models / "vap" / COG_RELEASED, case.released_weights(), case.checkpoint_config(), shards=2)
     if importlib.util.find_spec("comfy.ldm.cogvideo") is not None:
         write_cog_vae(models / "vae" / COG_VAE)
 

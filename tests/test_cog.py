@@ -20,7 +20,6 @@ from vap_core.released import read_released
 TOL = 1e-4  # float32, max abs (the oracle's COGVIDEOX.md)
 # every CogVideoX case in the fixtures (further cases dropped there are checked the same way)
 COG_CASES = sorted(p.stem for p in ORACLE.glob("cog_*.safetensors"))
-CLASS_NAME = {"_class_name": "CogVideoXTransformer3DMOTModel"}
 
 
 def max_err(a, b):
@@ -36,7 +35,7 @@ def inputs(case, with_reference=True):
 
 
 def released(case, folder, shards=1, **config):
-    return write_released(folder, case.released_weights(), {**case.config, **CLASS_NAME, **config}, shards=shards)
+    return write_released(folder, case.released_weights(), case.checkpoint_config(**config), shards=shards)
 
 
 @pytest.fixture(scope="module")

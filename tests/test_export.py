@@ -160,8 +160,8 @@ def peak_rss_kb(body: str) -> int:
 
 def cog_config(case) -> dict:
     """A CogVideoX checkpoint's config: the case's sizes, 12 heads and 12 layers, one of them with an expert."""
-    return {**case.config, "_class_name": "CogVideoXTransformer3DMOTModel", "num_attention_heads": 12,
-            "num_layers": 12, "time_embed_dim": 256, "text_embed_dim": 256, "block_idx_with_mot_ref": [0]}
+    return case.checkpoint_config(num_attention_heads=12, num_layers=12, time_embed_dim=256, text_embed_dim=256,
+                                  block_idx_with_mot_ref=[0])
 
 
 @pytest.mark.parametrize("family", ["wan", "cog"])

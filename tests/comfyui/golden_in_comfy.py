@@ -122,17 +122,15 @@ def load_case(nodes, case: Case):
     """The case's backbone (stock UNETLoader) and its released checkpoint's expert (VAPExpertLoader), from files
     written under BASE_DIR's models/."""
     import folder_paths
-    family = "cog" if "time_embed_dim" in case.config else "wan"
-    config = {**case.config, "_class_name": "CogVideoXTransformer3DMOTModel"} if family == "cog" else case.config
     unet = Path(folder_paths.get_folder_paths("diffusion_models")[0]) / "vap_golden" / f"{case.name}.safetensors"
     unet.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in case.group("comfy_backbone").items()}, str(unet))
     write_released(Path(folder_paths.get_folder_paths("vap")[0]) / "vap_golden" / case.name, case.released_weights(),
-                   config)
+                   case.checkpoint_config())
     plain = nodes.UNETLoader().load_unet(f"vap_golden/{case.name}.safetensors", "default")[0]
     expert = node_classes()["VAPExpertLoader"].execute(
         f"vap_golden/{case.name}/transformer/diffusion_pytorch_model.safetensors", "default").result[0]
-    return family, plain, expert
+    return case.family, plain, expert
 
 
 def cog_refused(case: Case) -> list[str]:
@@ -142,7 +140,7 @@ def cog_refused(case: Case) -> list[str]:
     NODE = node_classes()
     name = f"vap_golden/{case.name}/transformer/diffusion_pytorch_model.safetensors"
     write_released(Path(folder_paths.get_folder_paths("vap")[0]) / "vap_golden" / case.name, case.released_weights(),
-                   {**case.config, "_class_name": "CogVideoXTransformer3DMOTModel"})
+                   case.checkpoint_config())
     messages = []
     for step in (lambda: NODE["VAPCheckpointLoader"].execute(name, "default", "default"),
                  lambda: NODE["VAPApplyExpert"].execute(None, NODE["VAPExpertLoader"].execute(name, "default").result[0],
@@ -159,7 +157,7 @@ def check_case(nodes, path: Path, extras: bool) -> dict:
     import comfy.model_base
     case = Case(path.stem, path)
     result = {"case": path.name}
-    if "time_embed_dim" in case.config and not hasattr(comfy.model_base, "CogVideoX"):
+    if case.family == "cog" and not hasattr(comfy.model_base, "CogVideoX"):
         result["skipped"] = cog_refused(case)  # what the pack's nodes say on a ComfyUI without CogVideoX
         return result
     family, plain, expert = load_case(nodes, case)

@@ -22,9 +22,8 @@ from devkit.measure import peak_rss
 
 # backbones 6x (Wan) and 12x (CogVideoX) their experts
 CONFIGS = {"wan": lambda: released_config(heads=8, ffn_dim=4096, num_layers=16, expert_layers=[0, 8]),
-           "cog": lambda: {**Case("cog_small").config, "_class_name": "CogVideoXTransformer3DMOTModel",
-                           "num_attention_heads": 12, "num_layers": 12, "time_embed_dim": 256, "text_embed_dim": 256,
-                           "block_idx_with_mot_ref": [0]}}
+           "cog": lambda: Case("cog_small").checkpoint_config(num_attention_heads=12, num_layers=12, time_embed_dim=256,
+                                                              text_embed_dim=256, block_idx_with_mot_ref=[0])}
 
 
 def reset_peak():
