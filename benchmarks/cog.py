@@ -15,6 +15,7 @@ from vap_core import VAPTransformer
 from vap_core.cog_config import CogConfig
 from vap_core.cog_modules import CogExpert, CogVideoXI2V
 from vap_core.loading import module_shapes
+from vap_core.vae_grid import video_frames
 
 from .core import alternate
 
@@ -30,7 +31,7 @@ TEXT_DIM, TIME_DIM = 256, 128
 def config(heads, layers, grid) -> CogConfig:
     f, h, w = grid
     return CogConfig(num_heads=heads, num_layers=layers, text_dim=TEXT_DIM, time_dim=TIME_DIM,
-                     sample_frames=4 * (f - 1) + 1, sample_height=h, sample_width=w)
+                     sample_frames=video_frames(f), sample_height=h, sample_width=w)
 
 
 def _linears(cfg: CogConfig, seq: int) -> float:

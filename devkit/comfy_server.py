@@ -51,8 +51,9 @@ def comfy_python(comfy_root: Path) -> tuple[str | None, str]:
     return None, f"ComfyUI at {comfy_root} has no Python environment with its requirements. {SETUP_HINT}"
 
 
-def prepare_base(base: Path, python: str, comfy_root: Path):
-    """An isolated --base-directory: the pack and the test loaders in custom_nodes/, tiny models in models/."""
+def prepare_base(base: Path, python: str, comfy_root: Path, cog: bool = True):
+    """An isolated --base-directory: the pack and the test loaders in custom_nodes/, tiny models in models/
+    (cog=False: none of CogVideoX's)."""
     custom = base / "custom_nodes"
     custom.mkdir(parents=True, exist_ok=True)
     for name, target in (("ComfyUI-Video-As-Prompt", ROOT), ("vap_test_nodes", HERE / "tiny_nodes")):
@@ -61,7 +62,8 @@ def prepare_base(base: Path, python: str, comfy_root: Path):
             link.unlink()  # left by an earlier version of the pack (its files have moved)
         if not link.exists():
             link.symlink_to(target, target_is_directory=True)
-    run_module(python, "devkit.tiny_models", base, comfy_root, check=True, capture_output=True, text=True)
+    run_module(python, "devkit.tiny_models", base, comfy_root, *([] if cog else ["--no-cog"]), check=True,
+               capture_output=True, text=True)
 
 
 def sharing_base(base: Path, folder: Path, *shared: str) -> Path:

@@ -101,7 +101,8 @@ def write_video(path: Path, frames: int, seed: int):
                       for i in range(frames)))
 
 
-def write_all(base: Path):
+def write_all(base: Path, cog: bool = True):
+    """Every tiny model and test input; cog=False leaves out the CogVideoX ones (their VAE alone is 430 MB)."""
     models, input_dir = base / "models", base / "input"
     for sub in ("diffusion_models", "vae", "text_encoders", "clip_vision", "vap"):
         (models / sub).mkdir(parents=True, exist_ok=True)
@@ -128,17 +129,21 @@ def write_all(base: Path):
         write_random_expert(models / "vap" / name, dataclasses.replace(cfg, **change), case.config["block_idx_with_mot_ref"], gen)
     write_vae(models / "vae" / VAE)
     write_text_encoder(models / "text_encoders" / TEXT_ENCODER)
-    write_text_encoder(models / "text_encoders" / COG_TEXT_ENCODER)
-    write_cog(models)
+    if cog:
+        write_text_encoder(models / "text_encoders" / COG_TEXT_ENCODER)
+        write_cog(models)
     write_clip_vision(models / "clip_vision" / CLIP_VISION)
     write_videos(input_dir)
 
 
 if __name__ == "__main__":
-    comfy_root = Path(sys.argv[2]) if len(sys.argv) > 2 else None
+    # python -m devkit.tiny_models BASE [COMFY_ROOT] [--no-cog]
+    cog = "--no-cog" not in sys.argv
+    argv = [a for a in sys.argv if a != "--no-cog"]
+    comfy_root = Path(argv[2]) if len(argv) > 2 else None
     if comfy_root:
         sys.path.insert(0, str(comfy_root))  # ComfyUI's modules, for their shapes
     from comfy.cli_args import args
     args.cpu = True  # before comfy.model_management is imported
-    write_all(Path(sys.argv[1]))
+    write_all(Path(argv[1]), cog)
     print("tiny models written")

@@ -11,6 +11,7 @@ import nodes
 from comfy_api.latest import io
 
 from ..vap_core.errors import InputError
+from ..vap_core.vae_grid import latent_frames
 from .choices import CATEGORY
 from .reference_nodes import is_cogvideox_vae
 
@@ -49,7 +50,7 @@ class VAPCogVideoXImageToVideo(io.ComfyNode):
     def execute(cls, positive, negative, vae, start_image, width, height, length, batch_size) -> io.NodeOutput:
         if not is_cogvideox_vae(vae):
             raise InputError("the VAE is not CogVideoX's: load the CogVideoX VAE (Load VAE) for this node.")
-        frames = (length - 1) // 4 + 1
+        frames = latent_frames(length)
         latent = torch.zeros([batch_size, 16, frames, height // 8, width // 8],
                              device=comfy.model_management.intermediate_device())
         image = comfy.utils.common_upscale(start_image[:1].movedim(-1, 1), width, height, "bilinear", "disabled")

@@ -13,7 +13,7 @@ import nodes
 from comfy_api.latest import io
 
 from ..vap_core.errors import InputError
-from ..vap_core.expert_pass import VAE_STRIDE
+from ..vap_core.vae_grid import VAE_STRIDE, video_frames
 from ..vap_core.frames import FITS, MODES, check_reference_size, fit_frames, select_frames
 from .reference_cond import EncodedReference, add_reference
 from ..vap_core.suffixes import VIDEO_SUFFIXES
@@ -143,7 +143,7 @@ class VAPEncodeReference(io.ComfyNode):
         check_reference_size(reference.shape[2], reference.shape[1], width, height)
         if is_cogvideox_vae(vae):
             # the paper's CogVideoX pipeline: the reference as long as the video, picked evenly; no CLIP input
-            frames = 4 * (positive[0][1]["concat_latent_image"].shape[2] - 1) + 1
+            frames = video_frames(positive[0][1]["concat_latent_image"].shape[2])
             reference = reference[torch.tensor(select_frames(reference.shape[0], frames, "evenly"))]
             ref_x = encode_cog_reference_input(vae, fit_frames(reference[..., :3], width, height, fit))
             clip_tokens = None

@@ -10,6 +10,7 @@ end (loaders, expert, reference encoding, KSampler, decode, save) on your ComfyU
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import subprocess
 import sys
 import time
@@ -33,7 +34,8 @@ def main() -> int:
     began = time.monotonic()
     base, output = root / "temp" / "vap_demo", root / "output"  # ComfyUI's own temp and output folders
     print(f"ComfyUI: {root}\nwriting tiny random models to {base} ...")
-    comfy_server.prepare_base(base, python, root)
+    shutil.rmtree(base, ignore_errors=True)  # the demo's own folder, from an earlier run
+    comfy_server.prepare_base(base, python, root, cog=False)  # the demo runs the Wan workflow
     server = comfy_server.Server(root, python, base, output=output)
     try:
         print(f"queueing workflows/api/{comfy_server.DEFAULT_WORKFLOW.name} (tiny models, 64x64, 17 frames, 4 steps) "

@@ -12,7 +12,7 @@ from torch import nn
 from .checkpoint import TensorSource
 from .config import WanConfig
 from .embedding import embed_stream
-from .errors import InputError, NotACheckpointError
+from .errors import InputError, NotACheckpointError, broadcast_rows
 from .layers import Head, StreamEmbedders, WanBlock
 from .loading import load_strict
 from .rope import rope_table
@@ -63,8 +63,8 @@ class WanI2V(StreamEmbedders):
         if any(s % p for s, p in zip(ref_x.shape[2:], cfg.patch_size)):
             raise InputError(f"ref_x's frames/height/width {tuple(ref_x.shape[2:])} must be multiples of the patch "
                              f"size {cfg.patch_size}.")
-        ref_x = _broadcast("ref_x", ref_x, b)
-        ref_clip_fea = _broadcast("ref_clip_fea", ref_clip_fea, b)
+        ref_x = broadcast_rows("ref_x", ref_x, b)
+        ref_clip_fea = broadcast_rows("ref_clip_fea", ref_clip_fea, b)
         _check_tokens("ref_context", ref_context, b, cfg.text_dim, cfg.text_len)
         _check_tokens("ref_clip_fea", ref_clip_fea, b, cfg.image_dim)
         return ref_x, self.pad(ref_context), ref_clip_fea
@@ -95,14 +95,6 @@ class WanI2V(StreamEmbedders):
         pt, ph, pw = self.cfg.patch_size
         f, h, w = grid
         return rearrange(x, "b (f h w) (pt ph pw c) -> b c (f pt) (h ph) (w pw)", f=f, h=h, w=w, pt=pt, ph=ph, pw=pw)
-
-
-def _broadcast(name, tensor, b):
-    if tensor.shape[0] == 1 and b > 1:
-        return tensor.expand(b, *tensor.shape[1:])
-    if tensor.shape[0] != b:
-        raise InputError(f"{name} has batch {tensor.shape[0]}; expected 1 or {b} (the batch of x).")
-    return tensor
 
 
 def _check_tokens(name, tensor, b, width, max_len=None):

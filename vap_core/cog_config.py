@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .errors import CorruptCheckpointError, NotACheckpointError
+from .vae_grid import latent_frames
 
 # the settings of CogVideoX-5B-I2V that the pack implements; any other value is another model
 _FIXED = {"patch_size_t": None, "ofs_embed_dim": None, "use_rotary_positional_embeddings": True,
@@ -46,7 +47,7 @@ class CogConfig:
     @property
     def grid(self) -> tuple[int, int, int]:
         """(frames, height, width) in tokens of the one size the learned table fits."""
-        return (self.sample_frames - 1) // 4 + 1, self.sample_height // self.patch, self.sample_width // self.patch
+        return latent_frames(self.sample_frames), self.sample_height // self.patch, self.sample_width // self.patch
 
     @property
     def table_rows(self) -> int:

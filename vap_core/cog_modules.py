@@ -22,8 +22,8 @@ from .cog_layer import (
     plain_layer,
 )
 from .embedding import timestep_embedding
-from .errors import IncompatibleExpertError, InputError, check_fit
-from .expert_pass import VAE_STRIDE
+from .errors import IncompatibleExpertError, InputError, broadcast_rows, check_fit
+from .vae_grid import VAE_STRIDE, video_frames
 from .wan_layer import missing_attributes
 
 
@@ -92,7 +92,7 @@ def check_input(cfg, name, x, context, batch=None):
         f, h, w = cfg.grid[0], cfg.sample_height, cfg.sample_width
         raise InputError(
             f"{name} is {x.shape[2]} latent frames of {x.shape[4]}x{x.shape[3]}; this CogVideoX model's learned "
-            f"position table fits only {f} latent frames of {w}x{h} ({4 * (f - 1) + 1} frames at "
+            f"position table fits only {f} latent frames of {w}x{h} ({video_frames(f)} frames at "
             f"{w * VAE_STRIDE}x{h * VAE_STRIDE} pixels): make the video that size.")
     b = batch or x.shape[0]
     what = "its caption" if name != "x" else "the prompt"
@@ -167,11 +167,9 @@ class CogBackbone:
             raise InputError(
                 f"ref_x has {ref_x.shape[2]} latent frames but the video has {frames}: CogVideoX's VAP takes a reference "
                 "exactly as long as the video (the paper resamples it evenly to the video's frame count): resample "
-                f"the reference to {4 * (frames - 1) + 1} frames before encoding it.")
+                f"the reference to {video_frames(frames)} frames before encoding it.")
         check_input(self.cfg, "ref_x", ref_x, ref_context, batch)
-        if ref_x.shape[0] not in (1, batch):
-            raise InputError(f"ref_x has batch {ref_x.shape[0]}; expected 1 or {batch} (the batch of x).")
-        return ref_x.expand(batch, *ref_x.shape[1:]), ref_context, None
+        return broadcast_rows("ref_x", ref_x, batch), ref_context, None
 
     def token_grid(self, x) -> tuple:
         return x.shape[2], x.shape[3] // self.cfg.patch, x.shape[4] // self.cfg.patch

@@ -40,6 +40,13 @@ def check_fit(where: str, sizes, layers, num_layers: int, advice: str):
         raise IncompatibleExpertError(f"{where} does not fit this backbone: {'; '.join(problems)}. {advice}")
 
 
+def broadcast_rows(name: str, tensor, b: int):
+    """A reference input with 1 row or b rows, as b rows (the target's batch)."""
+    if tensor.shape[0] not in (1, b):
+        raise InputError(f"{name} has batch {tensor.shape[0]}; expected 1 or {b} (the batch of x).")
+    return tensor.expand(b, *tensor.shape[1:])
+
+
 # ComfyUI shows an error's type as module.name; the pack's module path is a filesystem path there.
 for _error in (VAPError, NotACheckpointError, MissingShardError, CorruptCheckpointError, CheckpointMismatchError,
                IncompatibleExpertError, InputError):

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Callable
 
 from .errors import InputError
+from .vae_grid import VAE_STRIDE
 
 PLACEMENTS = ("sequential", "shared")
-VAE_STRIDE = 8  # pixels per latent pixel (the VAEs of Wan 2.1 and CogVideoX), for messages in pixels
 
 
 def reference_starts(frames: list[int], placement: str = "sequential", rope_delta: int | None = None) -> list[int]:

@@ -6,7 +6,7 @@ import random
 import torch
 
 from .errors import InputError
-from .expert_pass import VAE_STRIDE
+from .vae_grid import VAE_STRIDE
 
 MODES = ("evenly", "first", "random")
 # "evenly" on a clip shorter than the request repeats frames, as the paper's pipeline does. Beyond 4
