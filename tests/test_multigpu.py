@@ -15,18 +15,21 @@ def split(comfy):
     return in_comfy(comfy, "tests.comfyui.multigpu_in_comfy")
 
 
-@pytest.mark.parametrize("place", ["after", "before", "after, released checkpoint"])
+@pytest.mark.parametrize("place", ["after", "before", "after, released checkpoint", "after, reference guidance"])
 def test_each_device_runs_its_own_copy_of_the_expert(split, place):
     """Placed after or before Apply VAP Expert: one clone for the second device, with a Wan model and an expert of
-    its own there; the thread of each device runs its own Wan model and its own expert, nothing else."""
+    its own there; the thread of each device runs its own Wan model and its own expert, nothing else. With VAP
+    Reference Guider ComfyUI gives the first device the two rows with the reference (cond and uncond, batched) and
+    the second the row without it, which runs no expert."""
     result = split[place]
     assert result["clones"] == [{"load_device": "cpu:1", "is_multigpu_base_clone": True, "wan_is_main": False}]
     assert result["experts"] == {"main": [{"load_device": "cpu", "is_main": True}],
                                  "clone0": [{"load_device": "cpu:1", "is_main": False}]}
-    assert result["threads"] == [["expert of clone0", "wan of clone0"], ["expert of main", "wan of main"]]
+    clone_thread = ["wan of clone0"] if "guidance" in place else ["expert of clone0", "wan of clone0"]
+    assert sorted(result["threads"]) == sorted([clone_thread, ["expert of main", "wan of main"]])
 
 
-@pytest.mark.parametrize("place", ["after", "before", "after, released checkpoint"])
+@pytest.mark.parametrize("place", ["after", "before", "after, released checkpoint", "after, reference guidance"])
 def test_the_split_samples_what_one_device_does(split, place):
     # one device batches cond and uncond in one call, the split runs them apart: float32 rounding only
     assert split[place]["difference_from_one_device"] <= 1e-4

@@ -7,7 +7,8 @@ CPU), so its own create_multigpu_deepclones makes a clone for "cpu:1" and its sa
 rows between a thread per device. Everything else is ComfyUI's code with the pack's nodes. For the split placed
 after and before Apply VAP Expert, prints one JSON line: the bookkeeping (devices and experts of the clones),
 which Wan model and which expert each thread ran, and the largest difference from sampling on one device; also
-for the split after Apply VAP Expert on VAP Load Checkpoint's backbone and expert."""
+for the split after Apply VAP Expert on VAP Load Checkpoint's backbone and expert, and sampled with VAP Reference
+Guider (its three rows per step split between the devices)."""
 from __future__ import annotations
 
 import json
@@ -43,10 +44,13 @@ def main(comfy_root: str, base: str):
         calls.append((threading.get_ident(), module))
     hook = torch.nn.modules.module.register_module_forward_pre_hook(record)
 
-    def sample(model):
-        guider = comfy.samplers.CFGGuider(model)
-        guider.set_conds(positive, negative)
-        guider.set_cfg(5.0)
+    def sample(model, reference_guidance=False):
+        if reference_guidance:  # VAP Reference Guider: three rows per step (cond, uncond, cond without reference)
+            guider = NODE["VAPReferenceGuider"].execute(model, positive, negative, 5.0, 2.0, 0.0, 1.0).result[0]
+        else:
+            guider = comfy.samplers.CFGGuider(model)
+            guider.set_conds(positive, negative)
+            guider.set_cfg(5.0)
         sampler = comfy.samplers.KSAMPLER(comfy.samplers.k_diffusion_sampling.sample_euler)
         sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", 3)
         return guider, guider.sample(noise, torch.zeros_like(noise), sampler, sigmas, disable_pbar=True, seed=0)
@@ -58,19 +62,22 @@ def main(comfy_root: str, base: str):
         split = NODE["MultiGPU_WorkUnits"].execute
         released, released_expert = NODE["VAPCheckpointLoader"].execute(EXPERT, "default", "default").result
         singles = {"Load Diffusion Model": sample(apply(plain, expert, -1, 0.0, 1.0).result[0])[1],
-                   "released": sample(apply(released, released_expert, -1, 0.0, 1.0).result[0])[1]}
+                   "released": sample(apply(released, released_expert, -1, 0.0, 1.0).result[0])[1],
+                   "reference guidance": sample(apply(plain, expert, -1, 0.0, 1.0).result[0], True)[1]}
         result = {}
-        for place in ("after", "before", "after, released checkpoint"):
-            if place == "after":
+        for place in ("after", "before", "after, released checkpoint", "after, reference guidance"):
+            if place in ("after", "after, reference guidance"):
                 model = split(apply(plain, expert, -1, 0.0, 1.0).result[0], 2).result[0]
             elif place == "before":
                 model = apply(split(plain, 2).result[0], expert, -1, 0.0, 1.0).result[0]
             else:  # VAPCheckpointLoader's backbone and expert
                 model = split(apply(released, released_expert, -1, 0.0, 1.0).result[0], 2).result[0]
             original = released_expert if "released" in place else expert
-            single = singles["released" if "released" in place else "Load Diffusion Model"]
+            guidance = place == "after, reference guidance"
+            single = singles["released" if "released" in place else "reference guidance" if guidance
+                             else "Load Diffusion Model"]
             calls.clear()
-            guider, out = sample(model)
+            guider, out = sample(model, guidance)
             main_patcher = guider.model_patcher
             clones = main_patcher.get_additional_models_with_key("multigpu")
             patchers = {"main": main_patcher, **{f"clone{i}": c for i, c in enumerate(clones)}}
