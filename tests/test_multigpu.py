@@ -33,3 +33,15 @@ def test_each_device_runs_its_own_copy_of_the_expert(split, place):
 def test_the_split_samples_what_one_device_does(split, place):
     # one device batches cond and uncond in one call, the split runs them apart: float32 rounding only
     assert split[place]["difference_from_one_device"] <= 1e-4
+
+
+def test_select_model_device_before_apply_gives_the_expert_a_copy_on_that_device(split):
+    """Select Model Device gpu:1 before Apply VAP Expert: the expert is a copy of its own on that device (ComfyUI
+    loads each model on its load device: an expert left on the first would cross devices in every layer).
+    Placed after Apply VAP Expert, ComfyUI's own deepclone moves the expert with the model on GPUs; with the
+    faked CPU device Select Model Device takes its CPU path instead (no copy), so that order is not tested here."""
+    result = split["Select Model Device before"]
+    assert result["load_device"] == "cpu:1" and result["clones"] == []
+    assert result["experts"] == {"main": [{"load_device": "cpu:1", "is_main": False}]}
+    assert result["threads"] == [["expert of main", "wan of main"]]
+    assert result["difference_from_one_device"] <= 1e-4

@@ -8,7 +8,8 @@ rows between a thread per device. Everything else is ComfyUI's code with the pac
 after and before Apply VAP Expert, prints one JSON line: the bookkeeping (devices and experts of the clones),
 which Wan model and which expert each thread ran, and the largest difference from sampling on one device; also
 for the split after Apply VAP Expert on VAP Load Checkpoint's backbone and expert, and sampled with VAP Reference
-Guider (its three rows per step split between the devices)."""
+Guider (its three rows per step split between the devices); and with the model moved to the second device by
+Select Model Device before Apply VAP Expert."""
 from __future__ import annotations
 
 import json
@@ -65,8 +66,12 @@ def main(comfy_root: str, base: str):
                    "released": sample(apply(released, released_expert, -1, 0.0, 1.0).result[0])[1],
                    "reference guidance": sample(apply(plain, expert, -1, 0.0, 1.0).result[0], True)[1]}
         result = {}
-        for place in ("after", "before", "after, released checkpoint", "after, reference guidance"):
-            if place in ("after", "after, reference guidance"):
+        select = NODE["SelectModelDevice"].execute
+        for place in ("after", "before", "after, released checkpoint", "after, reference guidance",
+                      "Select Model Device before"):
+            if place == "Select Model Device before":
+                model = apply(select(plain, "gpu:1").result[0], expert, -1, 0.0, 1.0).result[0]
+            elif place in ("after", "after, reference guidance"):
                 model = split(apply(plain, expert, -1, 0.0, 1.0).result[0], 2).result[0]
             elif place == "before":
                 model = apply(split(plain, 2).result[0], expert, -1, 0.0, 1.0).result[0]
@@ -93,6 +98,7 @@ def main(comfy_root: str, base: str):
                 if isinstance(module, WanModel) or id(module) in names:
                     threads.setdefault(thread, set()).add(names.get(id(module), "another Wan model"))
             result[place] = {
+                "load_device": str(main_patcher.load_device),
                 "clones": [{"load_device": str(c.load_device), "is_multigpu_base_clone": c.is_multigpu_base_clone,
                             "wan_is_main": c.model is main_patcher.model} for c in clones],
                 "experts": {name: [{"load_device": str(e.load_device), "is_main": e.model is original.model}
