@@ -246,7 +246,6 @@ def test_a_reference_of_another_length_or_text_of_another_length_is_refused(mode
         model(**{**inp, "x": inp["x"][..., :4]})
 
 
-
 def test_a_one_row_reference_serves_every_row_and_another_batch_is_refused(model, cog_small):
     inp = {k: v[:1] for k, v in inputs(cog_small).items()}
     one = model(**inp)
@@ -255,6 +254,7 @@ def test_a_one_row_reference_serves_every_row_and_another_batch_is_refused(model
     three = {**two, "ref_x": torch.cat([inp["ref_x"]] * 3)}
     with pytest.raises(InputError, match="ref_x has batch 3; expected 1 or 2"):
         model(**three)
+
 
 # --- export ------------------------------------------------------------------------------------------------------
 

@@ -6,11 +6,11 @@ VAE_STRIDE = 8
 TIME_STRIDE = 4
 
 
-def latent_frames(video_frames: int) -> int:
-    """Latent frames of a video of `video_frames` frames."""
-    return (video_frames - 1) // TIME_STRIDE + 1
+def latent_frames(frames: int) -> int:
+    """Latent frames of a video of `frames` frames."""
+    return (frames - 1) // TIME_STRIDE + 1
 
 
-def video_frames(latent_frames: int) -> int:
-    """Video frames that `latent_frames` latent frames decode to."""
-    return TIME_STRIDE * (latent_frames - 1) + 1
+def video_frames(latents: int) -> int:
+    """Video frames that `latents` latent frames decode to."""
+    return TIME_STRIDE * (latents - 1) + 1
