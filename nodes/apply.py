@@ -62,7 +62,7 @@ class VAPApplyExpert(io.ComfyNode):
         warn_if_other_backbone(model, module)
         wrapper_class = CogExpertWrapper if module.cfg.family == "cog" else VAPExpertWrapper
         m = model.clone()
-        m.set_additional_models(KEY, [on_device_of(model, expert)])
+        m.set_additional_models(KEY, [expert.clone()])
         kinds = comfy.patcher_extension.WrappersMP
         for kind in (kinds.DIFFUSION_MODEL, kinds.APPLY_MODEL, kinds.OUTER_SAMPLE):
             m.remove_wrappers_with_key(kind, KEY)  # one expert per model: a second apply replaces the first
@@ -75,16 +75,6 @@ class VAPApplyExpert(io.ComfyNode):
         if not cut_image_conditioning():  # ComfyUI 0.3.64
             m.add_wrapper_with_key(kinds.OUTER_SAMPLE, WINDOWS_KEY, refuse_context_windows)
         return io.NodeOutput(m)
-
-
-def on_device_of(model, expert):
-    """The expert's patcher for `model`, loaded on the same device: where Select Model Device (ComfyUI 0.33) put
-    the model on another device than the expert's, a copy of the expert there, loaded again from its file as
-    ComfyUI's own multi-GPU clones are (ComfyUI loads each model on its load device, and an expert on another
-    device than the backbone would have its weights cross devices in every layer)."""
-    if model.load_device == expert.load_device or not hasattr(expert, "deepclone_multigpu"):
-        return expert.clone()
-    return expert.deepclone_multigpu(new_load_device=model.load_device)
 
 
 def warn(node_id, message: str):

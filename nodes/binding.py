@@ -27,6 +27,7 @@ from ..vap_core.errors import InputError
 from ..vap_core.expert_pass import ExpertPass
 from ..vap_core.host import Host
 from ..vap_core.wan_layer import Stream
+from .expert_patcher import follow_model_device
 from .reference_cond import COND_KEY, EncodedReference
 from .schedule import in_window, sigma_window
 
@@ -68,6 +69,7 @@ class VAPExpertWrapper:
 
     def outer_sample(self, executor, *args, **kwargs):
         guider = executor.class_obj
+        follow_model_device(guider.model_patcher, KEY)  # before the sampler loads the models
         window = sigma_window(guider.model_patcher, self.start_percent, self.end_percent)
         # the run's cache lives in options of this run's own, restored after it (as core EasyCache does), so it
         # never outlives the run, whatever the guider does with its options

@@ -40,3 +40,13 @@ def load_expert_patcher(source, dtype_choice: str, disable_dynamic: bool = False
     # the path, not a Released: that would keep the checkpoint's files open as long as the patcher lives
     patcher.cached_patcher_init = (load_expert_patcher, (source.src if isinstance(source, Released) else source, dtype_choice))
     return patcher
+
+
+def follow_model_device(model, key: str):
+    """Put the expert attached to `model` (under `key`) on the model's device. Select Model Device (ComfyUI 0.33)
+    can put the model on another device than the expert's, before or after Apply VAP Expert; ComfyUI loads each
+    model on its own load device, so the expert's weights would cross devices in every layer. The expert there is
+    a copy loaded again from its file, as ComfyUI's own multi-GPU clones are."""
+    experts = model.get_additional_models_with_key(key)
+    if experts and experts[0].load_device != model.load_device and hasattr(experts[0], "deepclone_multigpu"):
+        model.set_additional_models(key, [experts[0].deepclone_multigpu(new_load_device=model.load_device)])

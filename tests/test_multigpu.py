@@ -35,12 +35,13 @@ def test_the_split_samples_what_one_device_does(split, place):
     assert split[place]["difference_from_one_device"] <= 1e-4
 
 
-def test_select_model_device_before_apply_gives_the_expert_a_copy_on_that_device(split):
-    """Select Model Device gpu:1 before Apply VAP Expert: the expert is a copy of its own on that device (ComfyUI
-    loads each model on its load device: an expert left on the first would cross devices in every layer).
-    Placed after Apply VAP Expert, ComfyUI's own deepclone moves the expert with the model on GPUs; with the
-    faked CPU device Select Model Device takes its CPU path instead (no copy), so that order is not tested here."""
-    result = split["Select Model Device before"]
+@pytest.mark.parametrize("place", ["Select Model Device before", "Select Model Device after"])
+def test_select_model_device_gives_the_expert_a_copy_on_that_device(split, place):
+    """Select Model Device gpu:1, before or after Apply VAP Expert: the expert is a copy of its own on that device
+    (ComfyUI loads each model on its load device: an expert left on the first would cross devices in every layer).
+    With the faked device, CPU-typed, Select Model Device takes its CPU path, which changes only the model's device
+    (as its `cpu` choice does on a GPU machine): the copy is the pack's."""
+    result = split[place]
     assert result["load_device"] == "cpu:1" and result["clones"] == []
     assert result["experts"] == {"main": [{"load_device": "cpu:1", "is_main": False}]}
     assert result["threads"] == [["expert of main", "wan of main"]]

@@ -9,7 +9,7 @@ after and before Apply VAP Expert, prints one JSON line: the bookkeeping (device
 which Wan model and which expert each thread ran, and the largest difference from sampling on one device; also
 for the split after Apply VAP Expert on VAP Load Checkpoint's backbone and expert, and sampled with VAP Reference
 Guider (its three rows per step split between the devices); and with the model moved to the second device by
-Select Model Device before Apply VAP Expert."""
+Select Model Device, placed before or after Apply VAP Expert."""
 from __future__ import annotations
 
 import json
@@ -68,8 +68,10 @@ def main(comfy_root: str, base: str):
         result = {}
         select = NODE["SelectModelDevice"].execute
         for place in ("after", "before", "after, released checkpoint", "after, reference guidance",
-                      "Select Model Device before"):
-            if place == "Select Model Device before":
+                      "Select Model Device before", "Select Model Device after"):
+            if place == "Select Model Device after":
+                model = select(apply(plain, expert, -1, 0.0, 1.0).result[0], "gpu:1").result[0]
+            elif place == "Select Model Device before":
                 model = apply(select(plain, "gpu:1").result[0], expert, -1, 0.0, 1.0).result[0]
             elif place in ("after", "after, reference guidance"):
                 model = split(apply(plain, expert, -1, 0.0, 1.0).result[0], 2).result[0]
