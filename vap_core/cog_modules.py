@@ -23,6 +23,7 @@ from .cog_layer import (
 )
 from .embedding import timestep_embedding
 from .errors import IncompatibleExpertError, InputError, broadcast_rows, check_fit
+from .expert_pass import stack_rows
 from .vae_grid import VAE_STRIDE, video_frames
 from .wan_layer import missing_attributes
 
@@ -210,13 +211,7 @@ class CogReference:
 
     @staticmethod
     def cat(rows: list["CogReference"]) -> "CogReference":
-        """Rows stacked into one batch (rows of one reference are shared, not copied)."""
-        first = rows[0]
-        if all(r is first for r in rows):
-            return CogReference(first.video.expand(len(rows), -1, -1), first.text.expand(len(rows), -1, -1),
-                                first.grid, first.ref_t)
-        return CogReference(torch.cat([r.video for r in rows]), torch.cat([r.text for r in rows]), first.grid,
-                            None if first.ref_t is None else torch.cat([r.ref_t for r in rows]))
+        return stack_rows(rows, ("video", "text", "ref_t"))
 
 
 class CogExpert(CogEmbedders):

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .expert_pass import stack_rows
+
 REFERENCE_TIMESTEP = 1.0  # the reference stream is clean: constant timestep 1 in the DiT's 0..1000 units
 
 
@@ -48,13 +50,7 @@ class EmbeddedReference:
 
     @staticmethod
     def cat(rows: list["EmbeddedReference"]) -> "EmbeddedReference":
-        """Rows stacked into one batch (rows of one reference are shared, not copied)."""
-        first = rows[0]
-        if all(r is first for r in rows):
-            return EmbeddedReference(*(t.expand(len(rows), *t.shape[1:]) for t in (first.tokens, first.e, first.context)),
-                                     first.context_img_len, first.grid)
-        return EmbeddedReference(*(torch.cat(parts) for parts in zip(*((r.tokens, r.e, r.context) for r in rows))),
-                                 first.context_img_len, first.grid)
+        return stack_rows(rows, ("tokens", "e", "context"))
 
 
 def embed_reference(expert, ref_x, ref_context, ref_clip_fea, dtype, ref_t=None) -> EmbeddedReference:

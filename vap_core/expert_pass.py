@@ -10,12 +10,31 @@ With one reference both are the paper's. `rope_delta` moves the reference neares
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
+
+import torch
 
 from .errors import InputError
 from .vae_grid import VAE_STRIDE
 
 PLACEMENTS = ("sequential", "shared")
+
+
+def stack_rows(rows: list, fields: tuple[str, ...]):
+    """Rows of embedded references (dataclasses of one kind) stacked into one batch along their tensor `fields`
+    (a field may be None in every row); rows that are all one reference are shared (expanded), not copied."""
+    first = rows[0]
+    shared = all(r is first for r in rows)
+
+    def stack(name):
+        value = getattr(first, name)
+        if value is None:
+            return None
+        if shared:
+            return value.expand(len(rows), *value.shape[1:])
+        return torch.cat([getattr(r, name) for r in rows])
+    return dataclasses.replace(first, **{name: stack(name) for name in fields})
 
 
 def reference_starts(frames: list[int], placement: str = "sequential", rope_delta: int | None = None) -> list[int]:
